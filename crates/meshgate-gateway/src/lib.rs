@@ -1,0 +1,1 @@
+//! The gateway: request lifecycle, auth, relay, settlement, admin API.

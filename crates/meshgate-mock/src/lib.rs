@@ -1,0 +1,1 @@
+//! A faithful mock of the OpenAI and Anthropic APIs, the upstream of tests and benchmarks.

@@ -1,0 +1,1 @@
+//! Model prices (built-in, TOML, LiteLLM JSON) and exact cost of a Usage.

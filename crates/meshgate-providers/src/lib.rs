@@ -1,0 +1,1 @@
+//! Incremental SSE framing and usage meters for every OpenAI and Anthropic endpoint.

@@ -1,0 +1,1 @@
+//! Storage traits and their SQLite implementation: keys and usage events.
