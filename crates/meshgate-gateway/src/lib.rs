@@ -1,1 +1,73 @@
-//! The gateway: request lifecycle, auth, relay, settlement, admin API.
+//! The meshgate gateway: clients of the OpenAI and Anthropic APIs call it with a meshgate
+//! key; it authenticates them, refuses what it cannot price, forwards with the provider key,
+//! relays streams chunk by chunk, and meters every call into the ledger.
+//!
+//! # Layout (in request order)
+//! - `classify`: surface, endpoint and the few request fields meshgate reads.
+//! - `auth`: meshgate keys, their cache, the admin token.
+//! - `proxy`: the lifecycle, one function per phase (accept .. send).
+//! - `upstream`: the pooled client, header rules, the provider key.
+//! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
+//! - `settle`: the guard that writes one usage event per call, whatever happens.
+//! - `ledger`: the batched writer of usage events.
+//! - `admin`: the admin REST API.
+//! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
+
+pub mod admin;
+pub mod auth;
+pub mod classify;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod proxy;
+pub mod relay;
+pub mod server;
+pub mod settle;
+pub mod state;
+pub mod upstream;
+
+pub use config::Config;
+pub use state::{AdminToken, AppState};
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Response header carrying meshgate's id of the call (also the ledger's `request_id`).
+pub const REQUEST_ID_HEADER: &str = "x-meshgate-request-id";
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    pub state: Arc<AppState>,
+    pub admin: AdminToken,
+    ledger_task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Builds the gateway from `config`, reading provider keys and `MESHGATE_ADMIN_TOKEN`
+    /// through `env`.
+    pub async fn build(
+        config: Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Gateway> {
+        let (state, ledger_task, admin) = AppState::build(config, env).await?;
+        Ok(Gateway {
+            state,
+            admin,
+            ledger_task,
+        })
+    }
+
+    /// Serves until `shutdown`, then drains calls and writes every usage event.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        server::serve(self.state.clone(), listener, shutdown).await?;
+        drop(self.state);
+        self.ledger_task.await?;
+        Ok(())
+    }
+}

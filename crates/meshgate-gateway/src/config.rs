@@ -1,0 +1,322 @@
+//! Gateway configuration: defaults that run with nothing set, a TOML file for the rest,
+//! and environment overrides for the common keys.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the gateway reads at start. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded database and the saved admin token.
+    pub data_dir: PathBuf,
+    /// Database URL; empty means the SQLite file `meshgate.db` in `data_dir`.
+    pub database_url: String,
+    /// Base URL clients reach meshgate at, used to rewrite batch `results_url`s;
+    /// empty means `http://<Host header>`.
+    pub public_url: String,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub pricing: PricingConfig,
+    pub providers: Providers,
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to the provider (TCP and TLS).
+    pub connect_ms: u64,
+    /// From sending the request to the provider's response headers.
+    pub first_byte_ms: u64,
+    /// Longest silence between two chunks of a response body.
+    pub between_chunks_ms: u64,
+    /// How long SIGTERM waits for in-flight calls before cutting them.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Pricing files loaded after the built-in catalog, later ones winning: `.toml` in
+    /// meshgate's format, `.json` in LiteLLM's `model_prices_and_context_window.json` format.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Providers {
+    pub openai: ProviderConfig,
+    pub anthropic: ProviderConfig,
+    /// Extra PEM root certificates trusted for upstream HTTPS (private CAs, tests).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// OpenAI: includes `/v1` as its SDK does; Anthropic: the origin, as its SDK does.
+    pub base_url: String,
+    /// Environment variable holding the provider key.
+    pub api_key_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Most events written in one transaction.
+    pub batch_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            data_dir: default_data_dir(),
+            database_url: String::new(),
+            public_url: String::new(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            pricing: PricingConfig::default(),
+            providers: Providers::default(),
+            ledger: LedgerConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 10_000,
+            first_byte_ms: 600_000,
+            between_chunks_ms: 300_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers {
+            openai: ProviderConfig {
+                base_url: "https://api.openai.com/v1".into(),
+                api_key_env: "OPENAI_API_KEY".into(),
+            },
+            anthropic: ProviderConfig {
+                base_url: "https://api.anthropic.com".into(),
+                api_key_env: "ANTHROPIC_API_KEY".into(),
+            },
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            base_url: String::new(),
+            api_key_env: String::new(),
+        }
+    }
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { batch_size: 512 }
+    }
+}
+
+impl Timeouts {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn between_chunks(&self) -> Duration {
+        Duration::from_millis(self.between_chunks_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `$XDG_DATA_HOME/meshgate` (e.g. `~/.local/share/meshgate`), else `./meshgate-data`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("meshgate"))
+        .unwrap_or_else(|| PathBuf::from("meshgate-data"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid value {value:?} in {var}: {reason}")]
+    Env {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads `path` (if given) over the defaults, then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let mut config: Config =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                // Relative pricing files are relative to the config file.
+                let base = path.parent().unwrap_or(Path::new("."));
+                for file in &mut config.pricing.files {
+                    if file.is_relative() {
+                        *file = base.join(&*file);
+                    }
+                }
+                config
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    /// Environment overrides: `MESHGATE_LISTEN`, `MESHGATE_DATA_DIR`, `MESHGATE_DATABASE_URL`,
+    /// `MESHGATE_PUBLIC_URL`, `MESHGATE_OPENAI_BASE_URL`, `MESHGATE_ANTHROPIC_BASE_URL`,
+    /// `MESHGATE_MAX_BODY_BYTES`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("MESHGATE_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                    var: "MESHGATE_LISTEN",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        if let Some(v) = get("MESHGATE_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("MESHGATE_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("MESHGATE_PUBLIC_URL") {
+            self.public_url = v;
+        }
+        if let Some(v) = get("MESHGATE_OPENAI_BASE_URL") {
+            self.providers.openai.base_url = v;
+        }
+        if let Some(v) = get("MESHGATE_ANTHROPIC_BASE_URL") {
+            self.providers.anthropic.base_url = v;
+        }
+        if let Some(v) = get("MESHGATE_MAX_BODY_BYTES") {
+            self.limits.max_body_bytes =
+                v.parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        var: "MESHGATE_MAX_BODY_BYTES",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    })?;
+        }
+        Ok(())
+    }
+
+    /// The database URL actually used.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("meshgate.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8787");
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert_eq!(c.providers.openai.api_key_env, "OPENAI_API_KEY");
+    }
+
+    #[test]
+    fn file_and_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshgate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[timeouts]\nconnect_ms = 5\n[pricing]\nfiles = [\"p.toml\"]\n",
+        )
+        .unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.timeouts.connect_ms, 5);
+        assert_eq!(c.timeouts.first_byte_ms, 600_000);
+        assert_eq!(c.pricing.files[0], dir.path().join("p.toml"));
+        c.apply_env(|k| (k == "MESHGATE_LISTEN").then(|| "127.0.0.1:9100".to_string()))
+            .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert!(c
+            .apply_env(|k| (k == "MESHGATE_LISTEN").then(|| "nope".to_string()))
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshgate.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../meshgate.example.toml");
+        let text = std::fs::read_to_string(example).unwrap();
+        let _: Config = toml::from_str(&text).unwrap();
+    }
+}

@@ -1,0 +1,162 @@
+//! `GatewayError`: every refusal meshgate makes itself, rendered in the client's native
+//! error shape (OpenAI `{"error":{..}}`, Anthropic `{"type":"error","error":{..}}`).
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use meshgate_types::Surface;
+
+/// What kind of refusal; chooses the status and the provider's error type names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    MethodNotAllowed,
+    RequestTooLarge,
+    /// The upstream could not be reached or answered garbage.
+    BadGateway,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// meshgate cannot serve the call (provider not configured, shutting down).
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// OpenAI `code` (Anthropic has none at this level).
+    pub code: Option<&'static str>,
+    pub param: Option<&'static str>,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            kind,
+            message: message.into(),
+            code: None,
+            param: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
+            ErrorKind::Permission => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest
+            | ErrorKind::Authentication
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTooLarge => "invalid_request_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::BadGateway | ErrorKind::Unavailable | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RequestTooLarge => "request_too_large",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::Unavailable => "overloaded_error",
+            ErrorKind::BadGateway | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    /// The JSON body in the surface's native shape.
+    pub fn body(&self, surface: Surface, request_id: &str) -> Bytes {
+        let value = match surface {
+            Surface::OpenAi => serde_json::json!({
+                "error": {
+                    "message": self.message,
+                    "type": self.openai_type(),
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }),
+            Surface::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.message },
+                "request_id": request_id,
+            }),
+        };
+        Bytes::from(value.to_string())
+    }
+
+    pub fn into_response(self, surface: Surface, request_id: &str) -> Response {
+        let mut response = Response::new(axum::body::Body::from(self.body(surface, request_id)));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::REQUEST_ID_HEADER, v);
+        }
+        // Our own refusals are final: retrying cannot change the answer.
+        if matches!(
+            self.kind,
+            ErrorKind::InvalidRequest
+                | ErrorKind::Authentication
+                | ErrorKind::Permission
+                | ErrorKind::NotFound
+                | ErrorKind::MethodNotAllowed
+                | ErrorKind::RequestTooLarge
+        ) {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_shapes() {
+        let e =
+            GatewayError::new(ErrorKind::Authentication, "bad key").with_code("invalid_api_key");
+        let o: serde_json::Value = serde_json::from_slice(&e.body(Surface::OpenAi, "r1")).unwrap();
+        assert_eq!(o["error"]["type"], "invalid_request_error");
+        assert_eq!(o["error"]["code"], "invalid_api_key");
+        assert_eq!(o["error"]["message"], "bad key");
+        let a: serde_json::Value =
+            serde_json::from_slice(&e.body(Surface::Anthropic, "r1")).unwrap();
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "authentication_error");
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+    }
+}

@@ -1,0 +1,425 @@
+//! The request lifecycle, phase by phase: accept, classify, authenticate, admit,
+//! upstream_request, send, relay (see `relay`) and settle (see `settle`). Each phase is a
+//! function that may refuse the call; nothing reaches the provider before `send`.
+
+use crate::auth::{self, Principal};
+use crate::classify::{self, BodyKind, RequestInfo, Route};
+use crate::error::{ErrorKind, GatewayError};
+use crate::relay::{RelayBody, RelayMode};
+use crate::settle::{CallInfo, End, Settlement};
+use crate::state::AppState;
+use crate::upstream::{self, Provider};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Request};
+use http_body_util::BodyExt;
+use meshgate_providers::{meter_for, UsageChunkFilter};
+use meshgate_store::Outcome;
+use meshgate_types::{Endpoint, Surface};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Serves one proxied call from start to end.
+pub async fn handle(state: Arc<AppState>, request: Request<Body>) -> Response {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let (parts, body) = request.into_parts();
+
+    let route = match classify::classify(&parts.method, parts.uri.path(), &parts.headers) {
+        Ok(route) => route,
+        Err(e) => {
+            return e
+                .into_error(&parts.method, parts.uri.path())
+                .into_response(e.surface(), &request_id)
+        }
+    };
+    let surface = route.surface;
+    match serve(&state, &route, parts, body, started, &request_id).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(surface, &request_id),
+    }
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    route: &Route,
+    parts: Parts,
+    body: Body,
+    started: Instant,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
+    // Cheap refusals first: a body too large by its declared length, then credentials.
+    let limit = state.config.limits.max_body_bytes;
+    if declared_length(&parts).is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let principal = authenticate(state, route.surface, &parts)?;
+    let provider = state.provider(route.surface);
+    let Some(api_key) = provider.api_key.clone() else {
+        return Err(GatewayError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "provider {} is not configured: set {} in the gateway's environment",
+                provider.name, provider.api_key_env
+            ),
+        )
+        .with_code("provider_not_configured"));
+    };
+    let body = accept(body, limit).await?;
+    let info = read_request(route, &parts, &body).await?;
+    admit(state, route, &info)?;
+
+    // The settlement guard: from here on, whatever happens writes one usage event.
+    let mut settlement = Settlement::arm(
+        state.ledger.clone(),
+        state.catalog.clone(),
+        CallInfo {
+            request_id: request_id.to_string(),
+            project_id: principal.project_id,
+            key_id: Some(principal.key_id),
+            surface: route.surface,
+            endpoint: route.endpoint,
+            provider: provider.name,
+            model: info.model.clone(),
+            streamed: info.stream,
+            started_ms: chrono::Utc::now().timestamp_millis(),
+        },
+        started,
+    );
+
+    let (body, filter) = upstream_body(route, &info, body);
+    let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
+    let url = provider.url(&route.rest, parts.uri.query());
+    let response = match upstream::send(
+        &state.client,
+        parts.method.clone(),
+        &url,
+        headers,
+        body,
+        state.config.timeouts.first_byte(),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(e) => {
+            let outcome = if e.is_timeout() {
+                Outcome::UpstreamTimeout
+            } else {
+                Outcome::UpstreamUnreachable
+            };
+            let error = e.to_gateway_error(provider.name);
+            settlement.finish(End::SendFailed {
+                outcome,
+                reason: error.message.clone(),
+            });
+            return Err(error);
+        }
+    };
+
+    let (head, upstream_body) = response.into_parts();
+    let status = head.status;
+    let upstream_request_id = head
+        .headers
+        .get("x-request-id")
+        .or_else(|| head.headers.get("request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let is_sse = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let meter = status
+        .is_success()
+        .then(|| meter_for(route.surface, route.endpoint, is_sse, &info.facts));
+    settlement.on_response(status.as_u16(), upstream_request_id, meter);
+
+    let rewrite = status.is_success() && route.endpoint == Endpoint::Batches;
+    let filter = filter.filter(|_| status.is_success() && is_sse);
+    let mut builder = Response::builder().status(status);
+    if let Some(headers) = builder.headers_mut() {
+        let keep_length = !is_sse && filter.is_none() && !rewrite;
+        *headers = upstream::client_headers(&head.headers, keep_length);
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::REQUEST_ID_HEADER, v);
+        }
+    }
+    let body = if rewrite {
+        Body::from(rewrite_batch(state, provider, &parts, upstream_body, settlement).await?)
+    } else {
+        let mode = RelayMode {
+            sse: is_sse.then_some((route.surface, route.endpoint)),
+            filter,
+        };
+        Body::new(RelayBody::new(
+            upstream_body,
+            settlement,
+            mode,
+            state.config.timeouts.between_chunks(),
+        ))
+    };
+    builder
+        .body(body)
+        .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn new_request_id() -> String {
+    format!("mgreq_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn declared_length(parts: &Parts) -> Option<usize> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::RequestTooLarge,
+        format!("the request body is larger than {limit} bytes (limits.max_body_bytes)"),
+    )
+    .with_code("request_too_large")
+}
+
+/// The authenticate phase.
+fn authenticate(
+    state: &AppState,
+    surface: Surface,
+    parts: &Parts,
+) -> Result<Principal, GatewayError> {
+    auth::authenticate(
+        &state.keys,
+        surface,
+        &parts.headers,
+        chrono::Utc::now().timestamp_millis(),
+    )
+}
+
+/// The accept phase: the whole body, refused with 413 past the limit.
+async fn accept(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(limit))
+        }
+        Err(e) => Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// The classify phase, body part: read model, stream and units without rewriting.
+async fn read_request(
+    route: &Route,
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<RequestInfo, GatewayError> {
+    let mut info = match route.body {
+        BodyKind::Json => classify::probe_json(route, body)?,
+        BodyKind::Multipart => classify::probe_multipart(&parts.headers, body.clone()).await?,
+        BodyKind::None => RequestInfo::default(),
+    };
+    // OpenAI's image endpoints default to dall-e-2 when no model is given.
+    if info.model.is_none()
+        && matches!(
+            route.endpoint,
+            Endpoint::ImagesGenerations | Endpoint::ImagesEdits | Endpoint::ImagesVariations
+        )
+    {
+        info.model = Some("dall-e-2".into());
+        info.facts.model = info.model.clone();
+    }
+    Ok(info)
+}
+
+/// The admit phase: a billable call must name a model meshgate has a price for.
+fn admit(state: &AppState, route: &Route, info: &RequestInfo) -> Result<(), GatewayError> {
+    let billable = route.endpoint.is_billable() && route.endpoint != Endpoint::BatchResults;
+    if billable {
+        let Some(model) = info.model.as_deref() else {
+            return Err(GatewayError::new(
+                ErrorKind::InvalidRequest,
+                "the request names no model; `model` is required",
+            )
+            .with_param("model"));
+        };
+        check_price(state, model)?;
+    }
+    for model in &info.batch_models {
+        check_price(state, model)?;
+    }
+    Ok(())
+}
+
+fn check_price(state: &AppState, model: &str) -> Result<(), GatewayError> {
+    if state.catalog.price(model).is_some() {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        ErrorKind::InvalidRequest,
+        format!(
+            "meshgate has no price for model '{model}', so it will not forward the call. \
+             Add a price in a pricing file listed under [pricing] files in meshgate.toml \
+             (meshgate TOML or LiteLLM JSON format) and restart; `meshgate pricing check {model}` \
+             shows what meshgate knows."
+        ),
+    )
+    .with_code("model_not_priced")
+    .with_param("model"))
+}
+
+/// The upstream_request phase, body part: chat streams that did not ask for usage get
+/// `stream_options.include_usage` injected, and a filter that hides the extra chunk.
+fn upstream_body(
+    route: &Route,
+    info: &RequestInfo,
+    body: Bytes,
+) -> (Bytes, Option<UsageChunkFilter>) {
+    if route.endpoint != Endpoint::ChatCompletions || !info.stream || info.include_usage {
+        return (body, None);
+    }
+    match inject_include_usage(&body) {
+        Some(injected) => (injected, Some(UsageChunkFilter::new())),
+        None => (body, None),
+    }
+}
+
+/// Adds `"stream_options":{"include_usage":true}` to a JSON object body. Splices text when
+/// the key is absent (the common case), else edits the parsed value.
+fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
+    let has_options = memchr::memmem::find(body, b"\"stream_options\"").is_some();
+    if !has_options {
+        let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+        if body[open] != b'{' {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + 48);
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+        out.extend_from_slice(&body[open + 1..]);
+        return Some(Bytes::from(out));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let options = value
+        .as_object_mut()?
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::json!({}));
+    if !options.is_object() {
+        *options = serde_json::json!({});
+    }
+    options
+        .as_object_mut()?
+        .insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+/// Batch objects name the provider's `results_url`; clients must fetch results through
+/// meshgate with their meshgate key, so point it at meshgate.
+async fn rewrite_batch(
+    state: &AppState,
+    provider: &Provider,
+    parts: &Parts,
+    upstream_body: hyper::body::Incoming,
+    mut settlement: Settlement,
+) -> Result<Bytes, GatewayError> {
+    let collected = tokio::time::timeout(
+        state.config.timeouts.between_chunks(),
+        upstream_body.collect(),
+    )
+    .await;
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            let reason = format!("the provider's response broke off: {e}");
+            settlement.finish(End::Cut {
+                outcome: Outcome::Incomplete,
+                reason: reason.clone(),
+            });
+            return Err(GatewayError::new(ErrorKind::BadGateway, reason));
+        }
+        Err(_) => {
+            let reason = "the provider's batch response timed out".to_string();
+            settlement.finish(End::Cut {
+                outcome: Outcome::UpstreamTimeout,
+                reason: reason.clone(),
+            });
+            return Err(GatewayError::new(ErrorKind::Timeout, reason));
+        }
+    };
+    settlement.observe(&bytes);
+    settlement.finish(End::Completed);
+    let public = state.public_base(&parts.headers);
+    Ok(rewrite_results_urls(
+        &bytes,
+        &provider.v1_base(),
+        &format!("{public}/anthropic/v1"),
+    )
+    .unwrap_or(bytes))
+}
+
+/// Replaces `upstream_v1` with `public_v1` at the start of every `results_url` in a batch
+/// object or a list of them. `None` when the body is not JSON (then it passes unchanged).
+pub fn rewrite_results_urls(body: &[u8], upstream_v1: &str, public_v1: &str) -> Option<Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let fix = |object: &mut serde_json::Value| {
+        if let Some(url) = object.get_mut("results_url") {
+            if let Some(rest) = url.as_str().and_then(|s| s.strip_prefix(upstream_v1)) {
+                *url = serde_json::Value::String(format!("{public_v1}{rest}"));
+            }
+        }
+    };
+    fix(&mut value);
+    if let Some(items) = value
+        .get_mut("data")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        items.iter_mut().for_each(fix);
+    }
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injects_include_usage_without_reserialising() {
+        let body = br#"  {"model":"gpt-4o","stream":true,"messages":[]}"#;
+        let out = inject_include_usage(body).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"  {"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[]}"#
+        );
+        let body =
+            br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_obfuscation":false}}"#;
+        let v: serde_json::Value =
+            serde_json::from_slice(&inject_include_usage(body).unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn rewrites_results_urls() {
+        let body = br#"{"data":[{"id":"b1","results_url":"https://api.anthropic.com/v1/messages/batches/b1/results"},{"id":"b2","results_url":null}],"has_more":false}"#;
+        let out = rewrite_results_urls(
+            body,
+            "https://api.anthropic.com/v1",
+            "http://gw/anthropic/v1",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["data"][0]["results_url"],
+            "http://gw/anthropic/v1/messages/batches/b1/results"
+        );
+        assert!(v["data"][1]["results_url"].is_null());
+    }
+}

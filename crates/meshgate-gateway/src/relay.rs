@@ -1,0 +1,187 @@
+//! The relay phase: [`RelayBody`] hands each upstream chunk to the client as it arrives,
+//! lets the meter observe it, enforces the between-chunk timeout, ends a broken stream
+//! with a protocol-correct error, and owns the [`Settlement`] so that its end settles.
+
+use crate::settle::{End, Settlement};
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use meshgate_providers::{stream_cut_error, UsageChunkFilter};
+use meshgate_store::Outcome;
+use meshgate_types::{Endpoint, Surface};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the relay treats the body.
+pub struct RelayMode {
+    /// An SSE response: a broken end gets an error event in this surface's format.
+    pub sse: Option<(Surface, Endpoint)>,
+    /// Chat streams where meshgate asked for usage: drop the usage-only chunk.
+    pub filter: Option<UsageChunkFilter>,
+}
+
+pub struct RelayBody {
+    upstream: Incoming,
+    settlement: Settlement,
+    mode: RelayMode,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    last_activity: Instant,
+    /// Bytes to send after the upstream ended (filter remainder, cut error), then done.
+    tail: Option<Bytes>,
+    done: bool,
+}
+
+impl RelayBody {
+    pub fn new(
+        upstream: Incoming,
+        settlement: Settlement,
+        mode: RelayMode,
+        idle: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        RelayBody {
+            upstream,
+            settlement,
+            mode,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            last_activity: now,
+            tail: None,
+            done: false,
+        }
+    }
+
+    /// The upstream body ended normally: flush the filter, and if an SSE stream ended
+    /// without its final event, append an error event so the client does not take the
+    /// truncated answer for a complete one.
+    fn on_upstream_end(&mut self) -> Option<Bytes> {
+        let mid_event = self.settlement.mid_event();
+        let mut tail = BytesMut::new();
+        if let Some(filter) = self.mode.filter.as_mut() {
+            tail.extend_from_slice(&filter.finish());
+        }
+        let complete = self.settlement.close_meter().complete;
+        if let (Some((surface, endpoint)), false) = (self.mode.sse, complete) {
+            tail.extend_from_slice(&stream_cut_error(
+                surface,
+                endpoint,
+                mid_event,
+                "the provider ended the stream before it was complete",
+            ));
+        }
+        self.settlement.finish(End::Completed);
+        (!tail.is_empty()).then(|| tail.freeze())
+    }
+
+    /// The upstream broke off or went silent. SSE clients get an error event; other
+    /// responses are aborted so the client cannot mistake a truncated body for a whole one.
+    fn on_upstream_cut(
+        &mut self,
+        outcome: Outcome,
+        reason: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        let mid_event = self.settlement.mid_event();
+        let _ = self.settlement.close_meter();
+        self.settlement.finish(End::Cut {
+            outcome,
+            reason: reason.clone(),
+        });
+        match self.mode.sse {
+            Some((surface, endpoint)) => {
+                let mut tail = BytesMut::new();
+                if let Some(filter) = self.mode.filter.as_mut() {
+                    tail.extend_from_slice(&filter.finish());
+                }
+                tail.extend_from_slice(&stream_cut_error(surface, endpoint, mid_event, &reason));
+                Poll::Ready(Some(Ok(Frame::data(tail.freeze()))))
+            }
+            None => Poll::Ready(Some(Err(reason.into()))),
+        }
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(this.tail.take().map(|b| Ok(Frame::data(b))));
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                    };
+                    this.last_activity = Instant::now();
+                    this.settlement.observe(&data);
+                    let out = match this.mode.filter.as_mut() {
+                        Some(filter) => filter.push(&data),
+                        None => data,
+                    };
+                    // A body of known length may never be polled past its last byte, so
+                    // settle as soon as the upstream says this was the last chunk.
+                    if this.upstream.is_end_stream() {
+                        this.done = true;
+                        this.tail = this.on_upstream_end();
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return this.on_upstream_cut(
+                        Outcome::Incomplete,
+                        format!("the provider's response broke off: {e}"),
+                    );
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    this.tail = this.on_upstream_end();
+                }
+                Poll::Pending => {
+                    // The timer is moved only when it fires, not on every chunk.
+                    while this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last_activity + this.idle;
+                        if deadline <= Instant::now() {
+                            return this.on_upstream_cut(
+                                Outcome::UpstreamTimeout,
+                                format!(
+                                    "the provider sent nothing for {} ms (timeouts.between_chunks_ms)",
+                                    this.idle.as_millis()
+                                ),
+                            );
+                        }
+                        this.idle_timer.as_mut().reset(deadline);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.tail.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.mode.sse.is_none() && self.mode.filter.is_none() && !self.done {
+            self.upstream.size_hint()
+        } else {
+            SizeHint::default()
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The settle phase: a [`Settlement`] is armed at admission and, whatever ends the call
+//! (completion, provider error, cut stream, client disconnect, shutdown), writes exactly one
+//! usage event: explicitly through [`Settlement::finish`], or from its `Drop`.
+
+use crate::ledger::Ledger;
+use meshgate_pricing::Catalog;
+use meshgate_providers::{Meter, Metered};
+use meshgate_store::{Outcome, UsageEvent};
+use meshgate_types::{Endpoint, Money, Surface, Usage};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the call ended, as the relay saw it.
+#[derive(Debug, Clone)]
+pub enum End {
+    /// The upstream body reached its end.
+    Completed,
+    /// The upstream body broke off or went silent too long.
+    Cut { outcome: Outcome, reason: String },
+    /// No response came: connect error or first-byte timeout.
+    SendFailed { outcome: Outcome, reason: String },
+    /// The client went away (the response or the handler was dropped).
+    Dropped,
+}
+
+/// What identifies a call in the ledger, fixed at admission.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    pub request_id: String,
+    pub project_id: String,
+    pub key_id: Option<String>,
+    pub surface: Surface,
+    pub endpoint: Endpoint,
+    pub provider: &'static str,
+    pub model: Option<String>,
+    pub streamed: bool,
+    pub started_ms: i64,
+}
+
+pub struct Settlement {
+    ledger: Ledger,
+    catalog: Arc<Catalog>,
+    call: CallInfo,
+    started: Instant,
+    status: Option<u16>,
+    upstream_request_id: Option<String>,
+    ttfb_ms: Option<i64>,
+    meter: Option<Box<dyn Meter>>,
+    /// The meter's result, taken once when the body ends.
+    metered: Option<Metered>,
+    settled: bool,
+}
+
+impl Settlement {
+    pub fn arm(ledger: Ledger, catalog: Arc<Catalog>, call: CallInfo, started: Instant) -> Self {
+        Settlement {
+            ledger,
+            catalog,
+            call,
+            started,
+            status: None,
+            upstream_request_id: None,
+            ttfb_ms: None,
+            meter: None,
+            metered: None,
+            settled: false,
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.call.request_id
+    }
+
+    /// The provider answered: its status, request id, and (for 2xx) the meter of its body.
+    pub fn on_response(
+        &mut self,
+        status: u16,
+        upstream_request_id: Option<String>,
+        meter: Option<Box<dyn Meter>>,
+    ) {
+        self.status = Some(status);
+        self.upstream_request_id = upstream_request_id;
+        self.meter = meter;
+    }
+
+    /// Every upstream body chunk passes here before it is forwarded.
+    #[inline]
+    pub fn observe(&mut self, chunk: &[u8]) {
+        if self.ttfb_ms.is_none() {
+            self.ttfb_ms = Some(elapsed_ms(self.started));
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.observe(chunk);
+        }
+    }
+
+    /// Whether the bytes observed so far stop inside an SSE event.
+    pub fn mid_event(&self) -> bool {
+        self.meter.as_ref().is_some_and(|m| m.mid_event())
+    }
+
+    /// Ends metering (once) and returns what the meter saw; a call without a meter counts
+    /// as complete.
+    pub fn close_meter(&mut self) -> &Metered {
+        let meter = &mut self.meter;
+        self.metered.get_or_insert_with(|| match meter.as_mut() {
+            Some(m) => m.finish(),
+            None => Metered {
+                complete: true,
+                ..Metered::default()
+            },
+        })
+    }
+
+    /// Writes the usage event; later calls and the drop do nothing.
+    pub fn finish(&mut self, end: End) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let duration_ms = elapsed_ms(self.started);
+        let metered = if self.status.is_some_and(|s| (200..300).contains(&s)) {
+            self.close_meter().clone()
+        } else {
+            Metered::default()
+        };
+        let (outcome, error) = self.outcome(&end, &metered);
+        if metered.batch_items.is_empty() {
+            let usage = metered.usage.clone();
+            self.write(
+                usage,
+                self.call.model.clone(),
+                &metered,
+                outcome,
+                error,
+                duration_ms,
+            );
+        } else {
+            // Batch results: one event per model, each item priced on its own.
+            let mut by_model: Vec<(String, Vec<Usage>)> = Vec::new();
+            for (model, usage) in &metered.batch_items {
+                match by_model.iter_mut().find(|(m, _)| m == model) {
+                    Some((_, list)) => list.push(usage.clone()),
+                    None => by_model.push((model.clone(), vec![usage.clone()])),
+                }
+            }
+            for (model, items) in by_model {
+                self.write_items(
+                    &model,
+                    &items,
+                    &metered,
+                    outcome,
+                    error.clone(),
+                    duration_ms,
+                );
+            }
+        }
+    }
+
+    fn outcome(&self, end: &End, metered: &Metered) -> (Outcome, Option<String>) {
+        match end {
+            End::SendFailed { outcome, reason } => (*outcome, Some(reason.clone())),
+            _ if self.status.is_none() => (
+                Outcome::ClientCancelled,
+                Some("the client went away before the provider answered".into()),
+            ),
+            _ if !self.status.is_some_and(|s| (200..300).contains(&s)) => (
+                Outcome::UpstreamError,
+                Some(format!("provider answered {}", self.status.unwrap_or(0))),
+            ),
+            End::Cut { outcome, reason } => (*outcome, Some(reason.clone())),
+            End::Dropped => (
+                Outcome::ClientCancelled,
+                Some("the client went away before the response ended".into()),
+            ),
+            End::Completed => match &metered.incomplete_reason {
+                Some(reason) => (Outcome::Incomplete, Some(reason.clone())),
+                None if !metered.complete => (
+                    Outcome::Incomplete,
+                    Some("the provider's response ended before its final event".into()),
+                ),
+                None => (Outcome::Ok, None),
+            },
+        }
+    }
+
+    fn price(
+        &self,
+        model: Option<&str>,
+        usage: &Usage,
+    ) -> (Option<Money>, Option<String>, Option<String>) {
+        if usage.is_empty() {
+            return (None, None, None);
+        }
+        let Some(model) = model else {
+            return (
+                None,
+                None,
+                Some("usage reported without a model to price".into()),
+            );
+        };
+        match self.catalog.price(model) {
+            None => (None, None, Some(format!("no price for model {model}"))),
+            Some(price) => match meshgate_pricing::cost(usage, &price) {
+                Ok(cost) => (Some(cost.normalized()), Some(price.id()), None),
+                Err(e) => (None, Some(price.id()), Some(e.to_string())),
+            },
+        }
+    }
+
+    fn write(
+        &self,
+        usage: Usage,
+        model: Option<String>,
+        metered: &Metered,
+        outcome: Outcome,
+        error: Option<String>,
+        duration_ms: i64,
+    ) {
+        let (cost_usd, price_id, price_error) = self.price(model.as_deref(), &usage);
+        self.ledger.record(self.event(
+            usage,
+            model,
+            metered.response_model.clone(),
+            outcome,
+            error.or(price_error),
+            cost_usd,
+            price_id,
+            duration_ms,
+        ));
+    }
+
+    fn write_items(
+        &self,
+        model: &str,
+        items: &[Usage],
+        metered: &Metered,
+        outcome: Outcome,
+        error: Option<String>,
+        duration_ms: i64,
+    ) {
+        let mut total = Usage::default();
+        let mut cost = Money::ZERO;
+        let mut price_id = None;
+        let mut price_error = None;
+        for usage in items {
+            add_usage(&mut total, usage);
+            let (c, id, e) = self.price(Some(model), usage);
+            cost += c.unwrap_or(Money::ZERO);
+            price_id = price_id.or(id);
+            price_error = price_error.or(e);
+        }
+        total.service_tier = items.first().and_then(|u| u.service_tier);
+        let cost_usd = price_error.is_none().then_some(cost.normalized());
+        self.ledger.record(self.event(
+            total,
+            Some(model.to_string()),
+            metered.response_model.clone(),
+            outcome,
+            error.or(price_error),
+            cost_usd,
+            price_id,
+            duration_ms,
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        usage: Usage,
+        model: Option<String>,
+        response_model: Option<String>,
+        outcome: Outcome,
+        error: Option<String>,
+        cost_usd: Option<Money>,
+        price_id: Option<String>,
+        duration_ms: i64,
+    ) -> UsageEvent {
+        UsageEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            request_id: self.call.request_id.clone(),
+            project_id: self.call.project_id.clone(),
+            key_id: self.call.key_id.clone(),
+            surface: self.call.surface.as_str().to_string(),
+            endpoint: self.call.endpoint.as_str().to_string(),
+            provider: self.call.provider.to_string(),
+            model,
+            response_model,
+            streamed: self.call.streamed,
+            status: self.status,
+            outcome,
+            usage,
+            cost_usd,
+            price_id,
+            error,
+            upstream_request_id: self.upstream_request_id.clone(),
+            started_ms: self.call.started_ms,
+            ttfb_ms: self.ttfb_ms,
+            duration_ms,
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        self.finish(End::Dropped);
+    }
+}
+
+fn add(a: &mut Option<u64>, b: Option<u64>) {
+    if let Some(b) = b {
+        *a = Some(a.unwrap_or(0) + b);
+    }
+}
+
+/// Sums two usages of separate requests (batch items), field by field.
+fn add_usage(total: &mut Usage, u: &Usage) {
+    add(&mut total.input_uncached, u.input_uncached);
+    add(&mut total.cache_read, u.cache_read);
+    add(&mut total.cache_write_5m, u.cache_write_5m);
+    add(&mut total.cache_write_1h, u.cache_write_1h);
+    add(&mut total.output, u.output);
+    add(&mut total.reasoning, u.reasoning);
+    add(&mut total.web_search_requests, u.web_search_requests);
+}
+
+fn elapsed_ms(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
+}

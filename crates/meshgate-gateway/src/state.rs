@@ -1,0 +1,181 @@
+//! `AppState`: what every request shares (config, providers, key cache, prices, ledger),
+//! built once at start.
+
+use crate::auth::{self, KeyCache};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::upstream::{self, HttpsClient, Provider};
+use anyhow::Context;
+use http::HeaderMap;
+use meshgate_pricing::Catalog;
+use meshgate_store::{SqliteStore, Store};
+use meshgate_types::Surface;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+pub struct AppState {
+    pub config: Config,
+    pub client: HttpsClient,
+    pub keys: KeyCache,
+    pub catalog: Arc<Catalog>,
+    pub ledger: Ledger,
+    pub store: Arc<dyn Store>,
+    pub openai: Provider,
+    pub anthropic: Provider,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: String,
+}
+
+/// The admin token and whether it was made just now (then it is shown once).
+pub struct AdminToken {
+    pub token: Option<String>,
+    pub saved_at: Option<std::path::PathBuf>,
+    pub created: bool,
+}
+
+const ADMIN_SETTING: &str = "admin_token_sha256";
+
+impl AppState {
+    /// Opens the store, loads prices and keys, and starts the ledger writer.
+    pub async fn build(
+        config: Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<(Arc<AppState>, JoinHandle<()>, AdminToken)> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open_url(&config.database_url())
+                .await
+                .with_context(|| format!("cannot open database {}", config.database_url()))?,
+        );
+        let catalog = Arc::new(load_catalog(&config)?);
+        let keys = KeyCache::default();
+        keys.replace_all(&store.active_keys().await?);
+        let admin = admin_token(store.as_ref(), &config.data_dir, env).await?;
+        let admin_token_hash = match &admin.token {
+            Some(t) => auth::hash_secret(t),
+            None => store
+                .get_setting(ADMIN_SETTING)
+                .await?
+                .context("admin token hash missing")?,
+        };
+        let (ledger, ledger_task) = Ledger::start(
+            store.clone(),
+            config.ledger.batch_size,
+            config.data_dir.join("unwritten-usage-events.jsonl"),
+        );
+        let client = upstream::build_client(&config)?;
+        let openai =
+            Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
+        let anthropic = Provider::from_config(
+            "anthropic",
+            Surface::Anthropic,
+            &config.providers.anthropic,
+            env,
+        );
+        let state = AppState {
+            config,
+            client,
+            keys,
+            catalog,
+            ledger,
+            store,
+            openai,
+            anthropic,
+            admin_token_hash,
+        };
+        Ok((Arc::new(state), ledger_task, admin))
+    }
+
+    pub fn provider(&self, surface: Surface) -> &Provider {
+        match surface {
+            Surface::OpenAi => &self.openai,
+            Surface::Anthropic => &self.anthropic,
+        }
+    }
+
+    /// The base URL clients use to reach meshgate: `public_url`, else `http://<Host>`.
+    pub fn public_base(&self, headers: &HeaderMap) -> String {
+        if !self.config.public_url.is_empty() {
+            return self.config.public_url.trim_end_matches('/').to_string();
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.config.listen.to_string());
+        format!("http://{host}")
+    }
+}
+
+/// The built-in catalog, then each pricing file in order (later ones win).
+pub fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog::builtin().context("the built-in price catalog is invalid")?;
+    for file in &config.pricing.files {
+        let is_json = file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let loaded = if is_json {
+            catalog.load_litellm_json(file)
+        } else {
+            catalog.load_toml(file)
+        };
+        loaded.with_context(|| format!("cannot load pricing file {}", file.display()))?;
+    }
+    Ok(catalog)
+}
+
+/// `MESHGATE_ADMIN_TOKEN` if set; else the stored one; else a new one, saved (mode 0600)
+/// in the data dir so that the local CLI finds it.
+async fn admin_token(
+    store: &dyn Store,
+    data_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<AdminToken> {
+    let path = data_dir.join("admin-token");
+    if let Some(token) = env("MESHGATE_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+        return Ok(AdminToken {
+            token: Some(token),
+            saved_at: None,
+            created: false,
+        });
+    }
+    if store.get_setting(ADMIN_SETTING).await?.is_some() {
+        return Ok(AdminToken {
+            token: std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_string()),
+            saved_at: path.exists().then_some(path),
+            created: false,
+        });
+    }
+    let token = auth::generate_admin_token();
+    write_private(&path, &token)?;
+    store
+        .set_setting(ADMIN_SETTING, &auth::hash_secret(&token))
+        .await?;
+    Ok(AdminToken {
+        token: Some(token),
+        saved_at: Some(path),
+        created: true,
+    })
+}
+
+/// Writes a secret readable by its owner only.
+pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! The upstream_request and send phases: the pooled HTTPS client, which headers cross the
+//! gateway in each direction, and the provider key injected in place of the client's.
+
+use crate::config::{Config, ProviderConfig};
+use crate::error::{ErrorKind, GatewayError};
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use meshgate_types::Surface;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A provider meshgate forwards to: where it is and the key it is called with.
+#[derive(Clone)]
+pub struct Provider {
+    pub name: &'static str,
+    pub surface: Surface,
+    /// Base URL without a trailing slash (OpenAI's includes `/v1`).
+    pub base_url: String,
+    /// `None` when the key's environment variable is unset: calls get a clear 503.
+    pub api_key: Option<HeaderValue>,
+    pub api_key_env: String,
+}
+
+impl Provider {
+    pub fn from_config(
+        name: &'static str,
+        surface: Surface,
+        config: &ProviderConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Provider {
+        let api_key = env(&config.api_key_env)
+            .filter(|k| !k.is_empty())
+            .and_then(|k| {
+                let value = match surface {
+                    Surface::OpenAi => format!("Bearer {k}"),
+                    Surface::Anthropic => k,
+                };
+                let mut v = HeaderValue::from_str(&value).ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            });
+        Provider {
+            name,
+            surface,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            api_key,
+            api_key_env: config.api_key_env.clone(),
+        }
+    }
+
+    /// The upstream URL for a path below `/v1/` (`rest`) and the client's query string.
+    pub fn url(&self, rest: &str, query: Option<&str>) -> String {
+        let mut url = match self.surface {
+            Surface::OpenAi => format!("{}/{rest}", self.base_url),
+            Surface::Anthropic => format!("{}/v1/{rest}", self.base_url),
+        };
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+
+    /// The prefix of URLs this provider puts in bodies (batch `results_url`).
+    pub fn v1_base(&self) -> String {
+        match self.surface {
+            Surface::OpenAi => self.base_url.clone(),
+            Surface::Anthropic => format!("{}/v1", self.base_url),
+        }
+    }
+}
+
+/// Builds the pooled keep-alive client: rustls with the web PKI roots plus `ca_file`.
+pub fn build_client(config: &Config) -> anyhow::Result<HttpsClient> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &config.providers.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read ca_file {}: {e}", path.display()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert?)?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.timeouts.connect()));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) never cross a proxy.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Client credentials and headers only meshgate reads; never forwarded.
+const CLIENT_ONLY: [&str; 6] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    // Upstream must answer uncompressed so that the meter can read usage.
+    "accept-encoding",
+];
+
+fn is_gateway_header(name: &str) -> bool {
+    name.starts_with("meshgate-") || name.starts_with("x-meshgate-")
+}
+
+/// Names listed in a `Connection` header are hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The headers sent upstream: the client's, minus credentials, hop-by-hop, gateway-only
+/// and length headers, plus the provider key. Names are matched case-insensitively
+/// (`http` lowercases them).
+pub fn upstream_headers(
+    client: &HeaderMap,
+    provider: &Provider,
+    api_key: &HeaderValue,
+) -> HeaderMap {
+    let listed = connection_listed(client);
+    let mut out = HeaderMap::with_capacity(client.len() + 2);
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CLIENT_ONLY.contains(&n)
+            || n == "content-length"
+            || n == "upgrade"
+            || is_gateway_header(n)
+            || listed.iter().any(|l| l == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    match provider.surface {
+        Surface::OpenAi => {
+            out.insert(header::AUTHORIZATION, api_key.clone());
+        }
+        Surface::Anthropic => {
+            out.insert(HeaderName::from_static("x-api-key"), api_key.clone());
+            if !out.contains_key("anthropic-version") {
+                out.insert(
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static("2023-06-01"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The provider's response headers that reach the client: all but hop-by-hop, cookies
+/// and (when meshgate changes the body) the length.
+pub fn client_headers(upstream: &HeaderMap, keep_length: bool) -> HeaderMap {
+    let listed = connection_listed(upstream);
+    let mut out = HeaderMap::with_capacity(upstream.len() + 1);
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || n == "set-cookie"
+            || n == "upgrade"
+            || (!keep_length && n == "content-length")
+            || listed.iter().any(|l| l == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Why a send failed, in words a client can act on.
+#[derive(Debug)]
+pub enum SendError {
+    Connect(String),
+    FirstByteTimeout(Duration),
+    Other(String),
+}
+
+impl SendError {
+    pub fn to_gateway_error(&self, provider: &str) -> GatewayError {
+        match self {
+            SendError::Connect(e) if e.contains("timed out") || e.contains("timeout") => {
+                GatewayError::new(
+                    ErrorKind::Timeout,
+                    format!("timed out connecting to provider {provider}: {e}"),
+                )
+                .with_code("upstream_connect_timeout")
+            }
+            SendError::Connect(e) => GatewayError::new(
+                ErrorKind::BadGateway,
+                format!("cannot connect to provider {provider}: {e}"),
+            )
+            .with_code("upstream_unreachable"),
+            SendError::FirstByteTimeout(d) => GatewayError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "provider {provider} sent no response within {} ms (timeouts.first_byte_ms)",
+                    d.as_millis()
+                ),
+            )
+            .with_code("upstream_first_byte_timeout"),
+            SendError::Other(e) => GatewayError::new(
+                ErrorKind::BadGateway,
+                format!("request to provider {provider} failed: {e}"),
+            )
+            .with_code("upstream_error"),
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendError::FirstByteTimeout(_))
+            || matches!(self, SendError::Connect(e) if e.contains("timed out") || e.contains("timeout"))
+    }
+}
+
+/// Sends one request and waits for the response head, bounded by the first-byte timeout.
+pub async fn send(
+    client: &HttpsClient,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    first_byte: Duration,
+) -> Result<Response<Incoming>, SendError> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .map_err(|e| SendError::Other(e.to_string()))?;
+    *request.headers_mut() = headers;
+    match tokio::time::timeout(first_byte, client.request(request)).await {
+        Err(_) => Err(SendError::FirstByteTimeout(first_byte)),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
+        Ok(Err(e)) => Err(SendError::Other(error_chain(&e))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(surface: Surface) -> Provider {
+        Provider::from_config(
+            "p",
+            surface,
+            &ProviderConfig {
+                base_url: "http://up/v1/".into(),
+                api_key_env: "K".into(),
+            },
+            &|_| Some("sk-server".into()),
+        )
+    }
+
+    #[test]
+    fn strips_credentials_and_hop_by_hop_case_insensitively() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("Authorization", "Bearer mg_client"),
+            ("X-Api-Key", "mg_client"),
+            ("Connection", "keep-alive, X-Drop-Me"),
+            ("x-drop-me", "1"),
+            ("Meshgate-Annotation-team", "a"),
+            ("Accept-Encoding", "gzip"),
+            ("Content-Length", "10"),
+            ("anthropic-beta", "b1"),
+            ("x-stainless-os", "Linux"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let p = provider(Surface::Anthropic);
+        let out = upstream_headers(&h, &p, p.api_key.as_ref().unwrap());
+        assert_eq!(out.get("x-api-key").unwrap(), "sk-server");
+        assert!(out.get("authorization").is_none());
+        assert!(out.get("x-drop-me").is_none());
+        assert!(out.get("connection").is_none());
+        assert!(out.get("meshgate-annotation-team").is_none());
+        assert!(out.get("accept-encoding").is_none());
+        assert_eq!(out.get("anthropic-beta").unwrap(), "b1");
+        assert_eq!(out.get("anthropic-version").unwrap(), "2023-06-01");
+        assert_eq!(out.get("x-stainless-os").unwrap(), "Linux");
+
+        let o = provider(Surface::OpenAi);
+        let out = upstream_headers(&h, &o, o.api_key.as_ref().unwrap());
+        assert_eq!(out.get("authorization").unwrap(), "Bearer sk-server");
+        assert!(out.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            provider(Surface::OpenAi).url("chat/completions", None),
+            "http://up/v1/chat/completions"
+        );
+        assert_eq!(
+            provider(Surface::Anthropic).url("messages", Some("beta=true")),
+            "http://up/v1/v1/messages?beta=true"
+        );
+    }
+}

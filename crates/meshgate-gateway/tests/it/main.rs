@@ -1,0 +1,11 @@
+//! Integration tests of the gateway over real loopback sockets, with the mock provider as
+//! the upstream. One test binary; every test starts its own gateway and mock on port 0.
+
+mod harness;
+
+mod admin;
+mod anthropic;
+mod openai;
+mod refusals;
+mod relay;
+mod tls;

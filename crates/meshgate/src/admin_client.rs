@@ -1,0 +1,70 @@
+//! A small client of the gateway's admin API, used by `meshgate keys` and `meshgate usage`.
+
+use crate::AdminTarget;
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub fn new(target: &AdminTarget) -> anyhow::Result<AdminClient> {
+        let token = match &target.admin_token {
+            Some(t) => t.clone(),
+            None => {
+                let dir = target
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(meshgate_gateway::config::default_data_dir);
+                let path = dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no admin token: pass --admin-token, set MESHGATE_ADMIN_TOKEN, or run on the gateway's machine ({} not readable)",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(AdminClient {
+            http: reqwest::Client::new(),
+            base: target.url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let request = self.http.get(format!("{}{path}", self.base)).query(query);
+        self.send(request).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("the gateway answered {status}: {message}");
+        }
+        Ok(body)
+    }
+}
