@@ -63,7 +63,7 @@ pub struct Providers {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     /// OpenAI: includes `/v1` as its SDK does; Anthropic: the origin, as its SDK does.
@@ -126,15 +126,6 @@ impl Default for Providers {
                 api_key_env: "ANTHROPIC_API_KEY".into(),
             },
             ca_file: None,
-        }
-    }
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        ProviderConfig {
-            base_url: String::new(),
-            api_key_env: String::new(),
         }
     }
 }

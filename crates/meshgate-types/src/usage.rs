@@ -93,10 +93,15 @@ pub struct Usage {
 impl Usage {
     /// Total prompt tokens across cache classes; the figure long-context tiers compare.
     pub fn prompt_total(&self) -> u64 {
-        self.input_uncached.unwrap_or(0)
-            + self.cache_read.unwrap_or(0)
-            + self.cache_write_5m.unwrap_or(0)
-            + self.cache_write_1h.unwrap_or(0)
+        [
+            self.input_uncached,
+            self.cache_read,
+            self.cache_write_5m,
+            self.cache_write_1h,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(0u64, u64::saturating_add)
     }
 
     /// Whether the provider reported anything billable at all.

@@ -19,13 +19,23 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct AdminTarget {
     /// The gateway's base URL.
-    #[arg(long, env = "MESHGATE_URL", default_value = "http://127.0.0.1:8787")]
+    #[arg(
+        long,
+        global = true,
+        env = "MESHGATE_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
     pub url: String,
     /// The admin token; defaults to the one `meshgate serve` saved in its data dir.
-    #[arg(long, env = "MESHGATE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "MESHGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// The gateway's data dir, to find the saved admin token.
-    #[arg(long, env = "MESHGATE_DATA_DIR")]
+    #[arg(long, global = true, env = "MESHGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
 

@@ -38,8 +38,10 @@ impl Harness {
         adjust: impl FnOnce(&mut Config),
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.providers.openai.base_url = format!("{provider_url}/v1");
         config.providers.anthropic.base_url = provider_url.to_string();
         config.timeouts.shutdown_grace_ms = 10_000;

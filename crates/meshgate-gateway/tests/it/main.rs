@@ -1,5 +1,6 @@
 //! Integration tests of the gateway over real loopback sockets, with the mock provider as
 //! the upstream. One test binary; every test starts its own gateway and mock on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 
