@@ -53,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
             for streaming in [false, true] {
                 let whole = run(surface, endpoint, streaming, &[bytes]);
                 let pieces = run(surface, endpoint, streaming, &chunks);
-                assert_eq!(whole, pieces, "{surface:?} {endpoint:?} streaming={streaming}");
+                assert_eq!(
+                    whole, pieces,
+                    "{surface:?} {endpoint:?} streaming={streaming}"
+                );
                 let _ = stream_cut_error(surface, endpoint, whole.1, "cut");
             }
         }

@@ -47,12 +47,14 @@ class TokenPrice:
         web_search_requests: int = 0,
     ) -> Decimal:
         inp = per_mtok(self.input)
-        write = per_mtok(self.cache_write) or inp
+        read = inp if self.cache_read is None else per_mtok(self.cache_read)
+        write = inp if self.cache_write is None else per_mtok(self.cache_write)
+        write_long = write if self.cache_write_long is None else per_mtok(self.cache_write_long)
         total = (
             input_uncached * inp
-            + cache_read * (per_mtok(self.cache_read) or inp)
+            + cache_read * read
             + cache_write_5m * write
-            + cache_write_1h * (per_mtok(self.cache_write_long) or write)
+            + cache_write_1h * write_long
             + output * per_mtok(self.output)
         )
         if web_search_requests:
@@ -84,8 +86,7 @@ WHISPER_1_PER_SECOND = Decimal("0.0001")
 
 def money(amount: Decimal) -> str:
     """A cost as meshgate writes it: exact, no trailing zeros, no exponent."""
-    text = format(amount.normalize(), "f")
-    return text
+    return format(amount.normalize(), "f")
 
 
 def request_id(raw: Any) -> str:

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
+use meshgate_pricing::ModelPrice;
 use meshgate_providers::{meter_for, UsageChunkFilter};
 use meshgate_store::Outcome;
 use meshgate_types::{Endpoint, Surface};
@@ -69,7 +70,7 @@ async fn serve(
     };
     let body = accept(body, limit).await?;
     let info = read_request(route, &parts, &body).await?;
-    admit(state, route, &info)?;
+    let price = admit(state, route, &info)?;
 
     // The settlement guard: from here on, whatever happens writes one usage event.
     let mut settlement = Settlement::arm(
@@ -83,6 +84,7 @@ async fn serve(
             endpoint: route.endpoint,
             provider: provider.name,
             model: info.model.clone(),
+            price,
             streamed: info.stream,
             started_ms: chrono::Utc::now().timestamp_millis(),
         },
@@ -240,40 +242,44 @@ async fn read_request(
     Ok(info)
 }
 
-/// The admit phase: a billable call must name a model meshgate has a price for.
-fn admit(state: &AppState, route: &Route, info: &RequestInfo) -> Result<(), GatewayError> {
-    let billable = route.endpoint.is_billable() && route.endpoint != Endpoint::BatchResults;
-    if billable {
-        let Some(model) = info.model.as_deref() else {
-            return Err(GatewayError::new(
-                ErrorKind::InvalidRequest,
-                "the request names no model; `model` is required",
-            )
-            .with_param("model"));
-        };
-        check_price(state, model)?;
-    }
+/// The admit phase: a billable call must name a model meshgate has a price for; returns
+/// that price, which the call is charged at.
+fn admit(
+    state: &AppState,
+    route: &Route,
+    info: &RequestInfo,
+) -> Result<Option<Arc<ModelPrice>>, GatewayError> {
     for model in &info.batch_models {
-        check_price(state, model)?;
+        price_of(state, model)?;
     }
-    Ok(())
+    let billable = route.endpoint.is_billable() && route.endpoint != Endpoint::BatchResults;
+    if !billable {
+        return Ok(None);
+    }
+    let Some(model) = info.model.as_deref() else {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            "the request names no model; `model` is required",
+        )
+        .with_param("model"));
+    };
+    price_of(state, model).map(Some)
 }
 
-fn check_price(state: &AppState, model: &str) -> Result<(), GatewayError> {
-    if state.catalog.price(model).is_some() {
-        return Ok(());
-    }
-    Err(GatewayError::new(
-        ErrorKind::InvalidRequest,
-        format!(
-            "meshgate has no price for model '{model}', so it will not forward the call. \
-             Add a price in a pricing file listed under [pricing] files in meshgate.toml \
-             (meshgate TOML or LiteLLM JSON format) and restart; `meshgate pricing check {model}` \
-             shows what meshgate knows."
-        ),
-    )
-    .with_code("model_not_priced")
-    .with_param("model"))
+fn price_of(state: &AppState, model: &str) -> Result<Arc<ModelPrice>, GatewayError> {
+    state.catalog.price(model).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "meshgate has no price for model '{model}', so it will not forward the call. \
+                 Add a price in a pricing file listed under [pricing] files in meshgate.toml \
+                 (meshgate TOML or LiteLLM JSON format) and restart; `meshgate pricing check {model}` \
+                 shows what meshgate knows."
+            ),
+        )
+        .with_code("model_not_priced")
+        .with_param("model")
+    })
 }
 
 /// The upstream_request phase, body part: chat streams that did not ask for usage get

@@ -3,7 +3,7 @@
 //! with a protocol-correct error, and owns the [`Settlement`] so that its end settles.
 
 use crate::settle::{End, Settlement};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use meshgate_providers::{stream_cut_error, UsageChunkFilter};
@@ -57,26 +57,16 @@ impl RelayBody {
         }
     }
 
-    /// The upstream body ended normally: flush the filter, and if an SSE stream ended
-    /// without its final event, append an error event so the client does not take the
-    /// truncated answer for a complete one.
+    /// The upstream body ended normally. If an SSE stream ended without its final event
+    /// (and without an error event of its own), append an error event so the client does
+    /// not take the truncated answer for a complete one.
     fn on_upstream_end(&mut self) -> Option<Bytes> {
-        let mid_event = self.settlement.mid_event();
-        let mut tail = BytesMut::new();
-        if let Some(filter) = self.mode.filter.as_mut() {
-            tail.extend_from_slice(&filter.finish());
-        }
-        let complete = self.settlement.close_meter().complete;
-        if let (Some((surface, endpoint)), false) = (self.mode.sse, complete) {
-            tail.extend_from_slice(&stream_cut_error(
-                surface,
-                endpoint,
-                mid_event,
-                "the provider ended the stream before it was complete",
-            ));
-        }
+        let metered = self.settlement.close_meter();
+        let cut = !metered.complete && metered.incomplete_reason.is_none();
+        let tail = self
+            .closing_bytes(cut.then_some("the provider ended the stream before it was complete"));
         self.settlement.finish(End::Completed);
-        (!tail.is_empty()).then(|| tail.freeze())
+        (!tail.is_empty()).then_some(tail)
     }
 
     /// The upstream broke off or went silent. SSE clients get an error event; other
@@ -87,23 +77,27 @@ impl RelayBody {
         reason: String,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
-        let mid_event = self.settlement.mid_event();
         let _ = self.settlement.close_meter();
-        self.settlement.finish(End::Cut {
-            outcome,
-            reason: reason.clone(),
-        });
+        let tail = self.closing_bytes(Some(&reason));
+        self.settlement.finish(End::Cut { outcome, reason });
         match self.mode.sse {
-            Some((surface, endpoint)) => {
-                let mut tail = BytesMut::new();
-                if let Some(filter) = self.mode.filter.as_mut() {
-                    tail.extend_from_slice(&filter.finish());
-                }
-                tail.extend_from_slice(&stream_cut_error(surface, endpoint, mid_event, &reason));
-                Poll::Ready(Some(Ok(Frame::data(tail.freeze()))))
-            }
-            None => Poll::Ready(Some(Err(reason.into()))),
+            Some(_) => Poll::Ready(Some(Ok(Frame::data(tail)))),
+            None => Poll::Ready(Some(Err("the provider's response broke off".into()))),
         }
+    }
+
+    /// What is still owed to the client when the upstream ends: the filter's remainder on a
+    /// clean end, or, for an SSE stream cut with `cut_reason`, an error event. A partial
+    /// event the filter still holds is dropped then (the client never saw its start), so
+    /// the error event is the first thing after the last whole event.
+    fn closing_bytes(&mut self, cut_reason: Option<&str>) -> Bytes {
+        let mid_event = self.settlement.mid_event();
+        let held = self.mode.filter.as_mut().map(UsageChunkFilter::finish);
+        let (Some(reason), Some((surface, endpoint))) = (cut_reason, self.mode.sse) else {
+            return held.unwrap_or_default();
+        };
+        let mid_event = mid_event && held.is_none();
+        stream_cut_error(surface, endpoint, mid_event, reason)
     }
 }
 

@@ -3,7 +3,7 @@
 //! usage event: explicitly through [`Settlement::finish`], or from its `Drop`.
 
 use crate::ledger::Ledger;
-use meshgate_pricing::Catalog;
+use meshgate_pricing::{Catalog, ModelPrice};
 use meshgate_providers::{Meter, Metered};
 use meshgate_store::{Outcome, UsageEvent};
 use meshgate_types::{Endpoint, Money, Surface, Usage};
@@ -33,6 +33,8 @@ pub struct CallInfo {
     pub endpoint: Endpoint,
     pub provider: &'static str,
     pub model: Option<String>,
+    /// The price admission found for `model`; the call is charged at it.
+    pub price: Option<Arc<ModelPrice>>,
     pub streamed: bool,
     pub started_ms: i64,
 }
@@ -199,7 +201,12 @@ impl Settlement {
                 Some("usage reported without a model to price".into()),
             );
         };
-        match self.catalog.price(model) {
+        let admitted = self
+            .call
+            .price
+            .clone()
+            .filter(|_| self.call.model.as_deref() == Some(model));
+        match admitted.or_else(|| self.catalog.price(model)) {
             None => (None, None, Some(format!("no price for model {model}"))),
             Some(price) => match meshgate_pricing::cost(usage, &price) {
                 Ok(cost) => (Some(cost.normalized()), Some(price.id()), None),

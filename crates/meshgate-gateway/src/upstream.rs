@@ -215,6 +215,7 @@ pub fn client_headers(upstream: &HeaderMap, keep_length: bool) -> HeaderMap {
 #[derive(Debug)]
 pub enum SendError {
     Connect(String),
+    ConnectTimeout(String),
     FirstByteTimeout(Duration),
     Other(String),
 }
@@ -222,13 +223,11 @@ pub enum SendError {
 impl SendError {
     pub fn to_gateway_error(&self, provider: &str) -> GatewayError {
         match self {
-            SendError::Connect(e) if e.contains("timed out") || e.contains("timeout") => {
-                GatewayError::new(
-                    ErrorKind::Timeout,
-                    format!("timed out connecting to provider {provider}: {e}"),
-                )
-                .with_code("upstream_connect_timeout")
-            }
+            SendError::ConnectTimeout(e) => GatewayError::new(
+                ErrorKind::Timeout,
+                format!("timed out connecting to provider {provider} (timeouts.connect_ms): {e}"),
+            )
+            .with_code("upstream_connect_timeout"),
             SendError::Connect(e) => GatewayError::new(
                 ErrorKind::BadGateway,
                 format!("cannot connect to provider {provider}: {e}"),
@@ -251,8 +250,10 @@ impl SendError {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, SendError::FirstByteTimeout(_))
-            || matches!(self, SendError::Connect(e) if e.contains("timed out") || e.contains("timeout"))
+        matches!(
+            self,
+            SendError::FirstByteTimeout(_) | SendError::ConnectTimeout(_)
+        )
     }
 }
 
@@ -274,9 +275,26 @@ pub async fn send(
     match tokio::time::timeout(first_byte, client.request(request)).await {
         Err(_) => Err(SendError::FirstByteTimeout(first_byte)),
         Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if e.is_connect() && timed_out(&e) => {
+            Err(SendError::ConnectTimeout(error_chain(&e)))
+        }
         Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
         Ok(Err(e)) => Err(SendError::Other(error_chain(&e))),
     }
+}
+
+/// Whether an I/O timeout is somewhere in the error's causes.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -94,7 +94,11 @@ async fn an_error_event_inside_a_stream_is_relayed_and_recorded() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("event: error"));
+    assert_eq!(
+        text.matches("event: error").count(),
+        1,
+        "the provider's error, no second one: {text}"
+    );
     let event = h.one_event().await;
     assert_eq!(event["outcome"], "incomplete");
 }
@@ -231,4 +235,43 @@ async fn shutdown_lets_in_flight_streams_finish_and_writes_every_event() {
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].outcome, meshgate_store::Outcome::Ok);
     assert_eq!(page.events[0].usage.output, Some(5));
+}
+
+#[tokio::test]
+async fn connect_timeout_is_a_clear_504() {
+    // A listener that never accepts, its tiny backlog filled: further SYNs go unanswered.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    let mock = meshgate_mock::MockServer::start().await.unwrap();
+    let h = Harness::start_on(mock, &format!("http://{addr}"), |c| {
+        c.timeouts.connect_ms = 300
+    })
+    .await;
+    let r = h
+        .openai("/openai/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_connect_timeout", "{body}");
+    let event = h.one_event().await;
+    assert_eq!(event["outcome"], "upstream_timeout");
+    drop(listener);
 }
