@@ -101,7 +101,7 @@ def marker() -> dict[str, str]:
     return {"x-test-marker": uuid.uuid4().hex}
 
 
-def mock_usage(**counts: int) -> dict[str, str]:
+def mock_usage(**counts: int | str) -> dict[str, str]:
     """`x-mock-*` headers from keyword counts: mock_usage(input_tokens=10) ->
     {"x-mock-input-tokens": "10"}."""
     return {"x-mock-" + name.replace("_", "-"): str(n) for name, n in counts.items()}

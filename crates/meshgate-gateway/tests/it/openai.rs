@@ -359,3 +359,55 @@ async fn provider_errors_reach_the_client_unchanged_and_are_recorded() {
     assert_eq!(event["status"], 429);
     assert!(event["cost_usd"].is_null());
 }
+
+#[tokio::test]
+async fn multipart_image_edits_are_metered_by_tokens() {
+    let h = Harness::start().await;
+    let png: Vec<u8> = (0..2048u32).map(|i| (i % 256) as u8).collect();
+    let form = reqwest::multipart::Form::new()
+        .text("model", "gpt-image-1")
+        .text("prompt", "add a hat")
+        .text("n", "2")
+        .text("size", "1024x1024")
+        .text("quality", "low")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png).file_name("cat.png"),
+        );
+    let r = h
+        .openai("/openai/v1/images/edits")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    let reported = body["usage"].clone();
+    let event = h.one_event().await;
+    assert_eq!(event["endpoint"], "images_edits");
+    assert_eq!(event["model"], "gpt-image-1");
+    assert_eq!(usage_u64(&event, "images"), Some(2));
+    assert_eq!(
+        usage_u64(&event, "output"),
+        reported["output_tokens"].as_u64()
+    );
+    assert_eq!(
+        usage_u64(&event, "input_uncached"),
+        reported["input_tokens"].as_u64(),
+        "text and image input tokens"
+    );
+    // gpt-image-1: text input $5/M, image input $10/M, image output $40/M.
+    let text_in = reported["input_tokens_details"]["text_tokens"]
+        .as_u64()
+        .unwrap();
+    let image_in = reported["input_tokens_details"]["image_tokens"]
+        .as_u64()
+        .unwrap();
+    let out = reported["output_tokens"].as_u64().unwrap();
+    let micro = text_in * 5 + image_in * 10 + out * 40; // millionths of a dollar
+    let expected = rust_decimal::Decimal::new(micro as i64, 6)
+        .normalize()
+        .to_string();
+    assert_eq!(event["cost_usd"], expected.as_str(), "{event}");
+}
