@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 enum Message {
     Event(Box<UsageEvent>),
+    /// A batch-results fetch that billed nothing gives its claim back.
+    ReleaseBatch(String),
     Flush(oneshot::Sender<()>),
     Close,
 }
@@ -40,6 +42,12 @@ impl Ledger {
         }
     }
 
+    /// Gives back the billing claim of a batch whose results fetch failed, after the events
+    /// queued before it are written.
+    pub fn release_batch(&self, batch_id: String) {
+        let _ = self.tx.send(Message::ReleaseBatch(batch_id));
+    }
+
     /// Waits until every event recorded before this call is written.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -62,6 +70,7 @@ async fn write_loop(
 ) {
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(batch_size);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut releases: Vec<String> = Vec::new();
     let mut closing = false;
     while !closing {
         let Some(first) = rx.recv().await else { break };
@@ -70,6 +79,7 @@ async fn write_loop(
         while let Some(message) = next {
             match message {
                 Message::Event(e) => batch.push(*e),
+                Message::ReleaseBatch(id) => releases.push(id),
                 Message::Flush(w) => waiters.push(w),
                 Message::Close => closing = true,
             }
@@ -83,6 +93,7 @@ async fn write_loop(
             while let Ok(message) = rx.try_recv() {
                 match message {
                     Message::Event(e) => batch.push(*e),
+                    Message::ReleaseBatch(id) => releases.push(id),
                     Message::Flush(w) => waiters.push(w),
                     Message::Close => {}
                 }
@@ -92,6 +103,11 @@ async fn write_loop(
             write_batch(store.as_ref(), chunk, &fallback).await;
         }
         batch.clear();
+        for id in releases.drain(..) {
+            if let Err(e) = store.release_batch_billing(&id).await {
+                tracing::error!(error = %e, batch = %id, "cannot release a batch billing claim");
+            }
+        }
         for w in waiters.drain(..) {
             let _ = w.send(());
         }

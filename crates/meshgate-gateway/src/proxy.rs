@@ -72,6 +72,8 @@ async fn serve(
     let info = read_request(route, &parts, &body).await?;
     let price = admit(state, route, &info)?;
 
+    let (batch_claim, unmetered) = claim_batch(state, route, &principal).await?;
+
     // The settlement guard: from here on, whatever happens writes one usage event.
     let mut settlement = Settlement::arm(
         state.ledger.clone(),
@@ -87,6 +89,8 @@ async fn serve(
             price,
             streamed: info.stream,
             started_ms: chrono::Utc::now().timestamp_millis(),
+            batch_claim,
+            unmetered: unmetered.clone(),
         },
         started,
     );
@@ -133,10 +137,17 @@ async fn serve(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let meter = status
-        .is_success()
+    let meter = (status.is_success() && unmetered.is_none())
         .then(|| meter_for(route.surface, route.endpoint, is_sse, &info.facts));
     settlement.on_response(status.as_u16(), upstream_request_id, meter);
+    if !status.is_success() {
+        // Give the claim back before the client can retry (a cut body releases it later).
+        if let Some(batch) = settlement.take_batch_claim() {
+            if let Err(e) = state.store.release_batch_billing(&batch).await {
+                tracing::error!(error = %e, %batch, "cannot release a batch billing claim");
+            }
+        }
+    }
 
     let rewrite = status.is_success() && route.endpoint == Endpoint::Batches;
     let filter = filter.filter(|_| status.is_success() && is_sse);
@@ -279,6 +290,35 @@ fn price_of(state: &AppState, model: &str) -> Result<Arc<ModelPrice>, GatewayErr
         )
         .with_code("model_not_priced")
         .with_param("model")
+    })
+}
+
+/// Batch results are billed at the first fetch only: it claims the batch. A later fetch
+/// is forwarded unmetered, with the reason in its usage event.
+async fn claim_batch(
+    state: &AppState,
+    route: &Route,
+    principal: &Principal,
+) -> Result<(Option<String>, Option<String>), GatewayError> {
+    if route.endpoint != Endpoint::BatchResults {
+        return Ok((None, None));
+    }
+    let batch_id = route.rest.split('/').nth(2).unwrap_or_default().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let claimed = state
+        .store
+        .claim_batch_billing(&batch_id, &principal.project_id, now)
+        .await
+        .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("storage error: {e}")))?;
+    Ok(if claimed {
+        (Some(batch_id), None)
+    } else {
+        (
+            None,
+            Some(format!(
+                "results of batch {batch_id} were billed at an earlier fetch"
+            )),
+        )
     })
 }
 

@@ -37,6 +37,10 @@ pub struct CallInfo {
     pub price: Option<Arc<ModelPrice>>,
     pub streamed: bool,
     pub started_ms: i64,
+    /// Batch results: the batch whose billing this call claimed (released if it fails).
+    pub batch_claim: Option<String>,
+    /// Why this call is deliberately not metered (results of a batch already billed).
+    pub unmetered: Option<String>,
 }
 
 pub struct Settlement {
@@ -85,6 +89,11 @@ impl Settlement {
         self.meter = meter;
     }
 
+    /// Takes the batch billing claim away from the guard, for a caller that releases it now.
+    pub fn take_batch_claim(&mut self) -> Option<String> {
+        self.call.batch_claim.take()
+    }
+
     /// Every upstream body chunk passes here before it is forwarded.
     #[inline]
     pub fn observe(&mut self, chunk: &[u8]) {
@@ -127,6 +136,10 @@ impl Settlement {
             Metered::default()
         };
         let (outcome, error) = self.outcome(&end, &metered);
+        let error = error.or_else(|| self.call.unmetered.clone());
+        if let (Some(batch), false) = (&self.call.batch_claim, outcome == Outcome::Ok) {
+            self.ledger.release_batch(batch.clone());
+        }
         if metered.batch_items.is_empty() {
             let usage = metered.usage.clone();
             self.write(

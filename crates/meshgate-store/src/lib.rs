@@ -42,6 +42,17 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
     async fn set_setting(&self, name: &str, value: &str) -> Result<()>;
 
+    /// Claims the billing of a batch's results; `true` for the first claim only, so that
+    /// results fetched twice are billed once.
+    async fn claim_batch_billing(
+        &self,
+        batch_id: &str,
+        project_id: &str,
+        at_ms: i64,
+    ) -> Result<bool>;
+    /// Gives a claim back when the fetch that made it billed nothing (it failed).
+    async fn release_batch_billing(&self, batch_id: &str) -> Result<()>;
+
     /// Writes events in one transaction: all or none.
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage>;

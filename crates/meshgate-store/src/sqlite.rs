@@ -13,7 +13,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 /// Schema migrations in order; each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_billed_batches.sql"),
+    ),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -248,6 +254,31 @@ impl Store for SqliteStore {
         .bind(value)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn claim_batch_billing(
+        &self,
+        batch_id: &str,
+        project_id: &str,
+        at_ms: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO billed_batches (batch_id, project_id, claimed_ms) VALUES (?, ?, ?) ON CONFLICT(batch_id) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(project_id)
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_batch_billing(&self, batch_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM billed_batches WHERE batch_id = ?")
+            .bind(batch_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -77,6 +77,21 @@ async fn conformance(store: &dyn Store) {
         Some("h2")
     );
 
+    // Batch billing claims: first wins, release gives it back.
+    assert!(store
+        .claim_batch_billing("msgbatch_1", "default", 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_batch_billing("msgbatch_1", "default", 2)
+        .await
+        .unwrap());
+    store.release_batch_billing("msgbatch_1").await.unwrap();
+    assert!(store
+        .claim_batch_billing("msgbatch_1", "default", 3)
+        .await
+        .unwrap());
+
     // Usage: exact sums, round trip, pagination, filters.
     let mut events = Vec::new();
     for n in 1..=25 {

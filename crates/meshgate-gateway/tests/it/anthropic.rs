@@ -204,6 +204,67 @@ async fn batches_point_results_at_meshgate_and_results_are_billed_at_batch_rates
     assert_eq!(billed["cost_usd"], "0.013293");
     let create = events.iter().find(|e| e["endpoint"] == "batches").unwrap();
     assert!(create["cost_usd"].is_null());
+
+    // Fetching the results again forwards them, but they are billed once.
+    let again = h
+        .http
+        .get(results_url)
+        .header("x-api-key", &h.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.text().await.unwrap().lines().count(), 2);
+    let events = h.wait_events(4).await;
+    assert_eq!(events[0]["endpoint"], "batch_results");
+    assert!(events[0]["cost_usd"].is_null());
+    assert!(events[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("billed at an earlier fetch"));
+    let billed: Vec<_> = events
+        .iter()
+        .filter(|e| e["cost_usd"].is_string())
+        .collect();
+    assert_eq!(billed.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_results_fetch_leaves_the_batch_to_be_billed_later() {
+    let h = Harness::start().await;
+    let batch: Value = h
+        .anthropic("/anthropic/v1/messages/batches")
+        .json(&json!({"requests": [
+            {"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": []}}
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let results_url = batch["results_url"].as_str().unwrap();
+    let failed = h
+        .http
+        .get(results_url)
+        .header("x-api-key", &h.key)
+        .header("x-mock-error", "500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    let ok = h
+        .http
+        .get(results_url)
+        .header("x-api-key", &h.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    ok.text().await.unwrap();
+    let events = h.wait_events(3).await;
+    assert_eq!(events[0]["endpoint"], "batch_results");
+    assert!(events[0]["cost_usd"].is_string(), "{:#}", events[0]);
 }
 
 #[tokio::test]
