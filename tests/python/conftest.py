@@ -270,6 +270,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Stack]:
         url = gateway_proc.wait_for_line(r"^meshgate listening on (http://\S+)").group(1)
         _STACK = Stack(url, Mock(mock_url), Admin(url, admin_token), gateway_proc, mock_proc)
         yield _STACK
+        _STACK.admin.http.close()
+        _STACK.mock.http.close()
+        # SIGTERM is a clean shutdown that writes every pending event.
+        code = gateway_proc.stop()
+        assert code == 0, f"meshgate exited with {code} on SIGTERM\n{gateway_proc.logs()}"
+        assert "every usage event is written" in gateway_proc.stderr_path.read_text()
     finally:
         _STACK = None
         for proc in reversed(procs):

@@ -197,3 +197,26 @@ def test_batches_results_through_meshgate(stack, ant, key, mock, events):
         CLAUDE_HAIKU_4_5_BATCH.cost(input_uncached=input_tokens, output=output_tokens)
     )
     assert all(e["cost_usd"] is None for e in evs[:2])
+
+
+def test_beta_messages_query_and_headers_pass_through(ant, mock, event):
+    """`client.beta.messages` with the `?beta=true` query Claude Code sends (anthropic-python
+    2.12 itself no longer adds it): query and `anthropic-beta` reach the provider, and the call
+    is metered like any message."""
+    tag = marker()
+    raw = ant.beta.messages.with_raw_response.create(
+        model="claude-haiku-4-5",
+        max_tokens=64,
+        messages=MESSAGES,
+        betas=["context-management-2025-06-27"],
+        extra_query={"beta": "true"},
+        extra_headers={**tag, **mock_usage(input_tokens=11, output_tokens=3)},
+    )
+    assert raw.parse().content[0].text == MOCK_TEXT
+    (upstream,) = mock.requests(tag)
+    assert (upstream["path"], upstream["query"]) == ("/v1/messages", "beta=true")
+    assert upstream["headers_dict"]["anthropic-beta"] == "context-management-2025-06-27"
+
+    ev = event(request_id(raw))
+    assert (ev["endpoint"], ev["outcome"]) == ("messages", "ok")
+    assert ev["cost_usd"] == money(CLAUDE_HAIKU_4_5.cost(input_uncached=11, output=3))

@@ -221,3 +221,34 @@ def test_anthropic_provider_429_is_rate_limit_error(ant, mock, event):
 
     ev = event(request_id(err.value.response))
     assert (ev["status"], ev["outcome"], ev["cost_usd"]) == (429, "upstream_error", None)
+
+
+# --- the client goes away --------------------------------------------------------------
+
+# A slow stream (50 deltas, 20 ms apart) the client leaves after two deltas.
+SLOW = mock_usage(chunks=50, chunk_delay_ms=20, input_tokens=400)
+
+
+def test_openai_client_closing_a_stream_is_settled(oai, event):
+    raw = oai.chat.completions.with_raw_response.create(**CHAT, stream=True, extra_headers=SLOW)
+    stream = raw.parse()
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    stream.close()
+
+    ev = event(request_id(raw))
+    assert (ev["streamed"], ev["status"], ev["outcome"]) == (True, 200, "client_cancelled")
+
+
+def test_anthropic_client_leaving_a_stream_is_settled(ant, event):
+    with ant.messages.stream(**MESSAGE, extra_headers=SLOW) as stream:
+        rid = request_id(stream.response)
+        for _ in stream.text_stream:
+            break
+
+    ev = event(rid)
+    assert (ev["streamed"], ev["outcome"]) == (True, "client_cancelled")
+    # message_start's usage was seen before the client left: billed, exactly.
+    u = usage_of(ev)
+    assert u["input_uncached"] == 400
+    assert ev["cost_usd"] == money(CLAUDE_HAIKU_4_5.cost(input_uncached=400, output=u["output"]))

@@ -223,6 +223,8 @@ pub struct RequestInfo {
     pub include_usage: bool,
     /// Batch creation: the models of its requests.
     pub batch_models: Vec<String>,
+    /// Audio uploads: the file's length in seconds, when its header tells (WAV).
+    pub upload_seconds: Option<rust_decimal::Decimal>,
     pub facts: RequestFacts,
 }
 
@@ -278,6 +280,7 @@ pub fn probe_json(route: &Route, body: &[u8]) -> Result<RequestInfo, GatewayErro
         stream,
         include_usage,
         batch_models,
+        upload_seconds: None,
         facts,
     })
 }
@@ -304,6 +307,10 @@ pub async fn probe_multipart(
         .map_err(|e| invalid(format!("malformed multipart body: {e}")))?
     {
         let name = field.name().unwrap_or("").to_string();
+        if name == "file" {
+            info.upload_seconds = upload_seconds(field).await?;
+            continue;
+        }
         if !matches!(
             name.as_str(),
             "model" | "response_format" | "n" | "size" | "quality" | "stream"
@@ -326,6 +333,28 @@ pub async fn probe_multipart(
     }
     info.facts.model = info.model.clone();
     Ok(info)
+}
+
+/// Reads the first bytes of an uploaded file for its duration and skips the rest (the
+/// chunks are slices of the body already in memory, not copies).
+async fn upload_seconds(
+    mut field: multer::Field<'_>,
+) -> Result<Option<rust_decimal::Decimal>, GatewayError> {
+    const HEAD: usize = 4096;
+    let mut head = Vec::with_capacity(HEAD);
+    let broken = |e: multer::Error| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("malformed multipart file: {e}"),
+        )
+    };
+    while let Some(chunk) = field.chunk().await.map_err(broken)? {
+        if head.len() < HEAD {
+            let take = (HEAD - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+    }
+    Ok(crate::wav::duration(&head))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - `ledger`: the batched writer of usage events.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
+//! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
 
 pub mod admin;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod settle;
 pub mod state;
 pub mod upstream;
+pub mod wav;
 
 pub use config::Config;
 pub use state::{AdminToken, AppState};

@@ -91,6 +91,7 @@ async fn serve(
             started_ms: chrono::Utc::now().timestamp_millis(),
             batch_claim,
             unmetered: unmetered.clone(),
+            upload_seconds: info.upload_seconds,
         },
         started,
     );

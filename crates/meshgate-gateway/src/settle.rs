@@ -7,6 +7,7 @@ use meshgate_pricing::{Catalog, ModelPrice};
 use meshgate_providers::{Meter, Metered};
 use meshgate_store::{Outcome, UsageEvent};
 use meshgate_types::{Endpoint, Money, Surface, Usage};
+use rust_decimal::Decimal;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ pub struct CallInfo {
     pub batch_claim: Option<String>,
     /// Why this call is deliberately not metered (results of a batch already billed).
     pub unmetered: Option<String>,
+    /// Audio uploads: the file's own length, billed when the answer reports no usage.
+    pub upload_seconds: Option<Decimal>,
 }
 
 pub struct Settlement {
@@ -141,7 +144,10 @@ impl Settlement {
             self.ledger.release_batch(batch.clone());
         }
         if metered.batch_items.is_empty() {
-            let usage = metered.usage.clone();
+            let mut usage = metered.usage.clone();
+            if self.status.is_some_and(|s| (200..300).contains(&s)) {
+                self.fill_upload_seconds(&mut usage);
+            }
             self.write(
                 usage,
                 self.call.model.clone(),
@@ -169,6 +175,18 @@ impl Settlement {
                     duration_ms,
                 );
             }
+        }
+    }
+
+    /// Transcriptions in `text`, `srt` or `vtt` and plain translations report no usage:
+    /// bill the uploaded audio's length, rounded up to whole seconds as the provider does.
+    fn fill_upload_seconds(&self, usage: &mut Usage) {
+        let audio = matches!(
+            self.call.endpoint,
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
+        );
+        if audio && usage.is_empty() {
+            usage.audio_seconds = self.call.upload_seconds.map(|s| s.ceil());
         }
     }
 

@@ -6,12 +6,23 @@ use std::fmt;
 use std::ops::{Add, AddAssign, Mul};
 use std::str::FromStr;
 
-/// An exact amount of US dollars. Serialised as a decimal string (`"0.005105"`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Money(#[serde(with = "rust_decimal::serde::str")] pub Decimal);
+/// An exact amount of US dollars. Serialised as a decimal string without trailing zeros
+/// (`"0.005105"`), so the same amount always reads the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(pub Decimal);
+
+impl Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 impl Money {
     pub const ZERO: Money = Money(Decimal::ZERO);
@@ -82,5 +93,13 @@ mod tests {
             .map(|s| s.parse::<Money>().unwrap())
             .sum();
         assert_eq!(sum.to_string(), "0.3");
+    }
+
+    #[test]
+    fn serialises_without_trailing_zeros() {
+        let m: Money = "0.0059250".parse().unwrap();
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"0.005925\"");
+        let back: Money = serde_json::from_str("\"0.005925\"").unwrap();
+        assert_eq!(back, m);
     }
 }

@@ -411,3 +411,49 @@ async fn multipart_image_edits_are_metered_by_tokens() {
         .to_string();
     assert_eq!(event["cost_usd"], expected.as_str(), "{event}");
 }
+
+/// A mono 16-bit WAV file of `tenths` tenths of a second at 16 kHz.
+fn wav(tenths: u32) -> Vec<u8> {
+    let byte_rate = 32_000u32;
+    let data_len = byte_rate / 10 * tenths;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&[1, 0, 1, 0]);
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&byte_rate.to_le_bytes());
+    out.extend_from_slice(&[2, 0, 16, 0]);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.resize(out.len() + data_len as usize, 0);
+    out
+}
+
+#[tokio::test]
+async fn audio_answers_without_usage_are_billed_on_the_uploaded_length() {
+    let h = Harness::start().await;
+    for (path, format) in [
+        ("/openai/v1/audio/transcriptions", "text"),
+        ("/openai/v1/audio/transcriptions", "srt"),
+        ("/openai/v1/audio/translations", "json"),
+    ] {
+        let form = reqwest::multipart::Form::new()
+            .text("model", "whisper-1")
+            .text("response_format", format)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(wav(25)).file_name("a.wav"),
+            );
+        let r = h.openai(path).multipart(form).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} {format}");
+        r.bytes().await.unwrap();
+    }
+    let events = h.wait_events(3).await;
+    for e in events {
+        // 2.5 s of audio, billed as 3 whole seconds at 0.0001 per second.
+        assert_eq!(e["usage"]["audio_seconds"], "3", "{e:#}");
+        assert_eq!(e["cost_usd"], "0.0003");
+    }
+}
