@@ -140,16 +140,16 @@ def start_mock(tmp: Path):
     return p, line.split("listening on")[1].strip()
 
 
-def start_meshgate(tmp: Path, mock_url: str, name: str):
+def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None):
     data = tmp / f"{name}-data"
     logf = tmp / f"{name}.log"
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
     env.update(
         MESHGATE_ADMIN_TOKEN=ADMIN_TOKEN,
         OPENAI_API_KEY=MOCK_KEY,
         MESHGATE_OPENAI_BASE_URL=mock_url + "/v1",
     )
-    env.pop("MESHGATE_LOG", None)
+    env.update(extra_env or {})
     p = PROCS.start(
         [str(RELEASE / "meshgate"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
         stdout=open(logf, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -344,10 +344,12 @@ def verdict(ratio, limit, higher_is_better=False):
 def report(res) -> str:
     out = []
     m = res["machine"]
-    out.append(f"meshgate benchmark, {res['started']}, commit {m.get('commit', '?')[:12]}")
+    out.append(f"meshgate benchmark, {res['started']}, commit {m.get('commit', '?')[:12]}"
+               f"{' + uncommitted changes in crates/' if m.get('crates_dirty') else ''}")
     out.append(f"machine: {m['cpu']} x{m['cpus']}, {m['kernel']}, {m['mem_gb']} GB; "
                f"{m['nginx']}, {m['wrk']}; duration {res['config']['duration']} s per run, "
-               f"warm-up {res['config']['warmup']} s, {res['config']['reps']} interleaved reps (medians)")
+               f"warm-up {res['config']['warmup']} s, {res['config']['reps']} interleaved reps (medians); "
+               f"load average at start {res['loadavg_start']}, at end {res.get('loadavg_end', '?')}")
     out.append("")
     out.append("### Throughput, latency and CPU per request (medians of interleaved runs)")
     out.append("")
@@ -377,6 +379,9 @@ def report(res) -> str:
             s = pt["median"][t]
             out.append(f"| {pt['concurrency']} | {t} | {fmt(s['ttfb_p50_ms'], 3)} | {fmt(s['ttfb_p99_ms'], 3)} | "
                        f"{fmt(s['first_event_p50_ms'], 3)} | {fmt(s['first_event_p99_ms'], 3)} | {s['streams']} | {s['errors']} |")
+        r = pt["ratio_meshgate_nginx"]
+        out.append(f"| {pt['concurrency']} | meshgate/nginx | {fmt(r['ttfb_p50'])}x {verdict(r['ttfb_p50'], 1.3)} | "
+                   f"{fmt(r['ttfb_p99'])}x {verdict(r['ttfb_p99'], 1.3)} | | | | |")
     out.append("")
     mem = res["memory"]
     out.append("### Memory")
@@ -389,6 +394,9 @@ def report(res) -> str:
                f"nginx (master + worker) under the same load: peak RSS {mem['slow64']['nginx_peak_rss_kb'] / 1024:.1f} MB")
     out.append(f"- meshgate main process after all points: VmHWM {mem['main_vmhwm_kb'] / 1024:.1f} MB, "
                f"VmRSS {mem['main_rss_kb'] / 1024:.1f} MB; ledger rows written: {mem.get('ledger_events', '?')}")
+    out.append("- meshgate main process VmRSS / VmHWM after each point (MB): " + ", ".join(
+        f"{pt['name']} {pt['meshgate_memory_after']['vmrss_kb'] / 1024:.1f} / {pt['meshgate_memory_after']['vmhwm_kb'] / 1024:.1f}"
+        for pt in res["points"]))
     out.append("")
     g = res["gaps"]
     out.append("### Inter-chunk arrival (5 chunks, x-mock-chunk-delay-ms: 100; median over runs)")
@@ -433,6 +441,10 @@ def machine_info():
         "rustc": cmd(["rustc", "--version"]),
         "python": platform.python_version(),
         "commit": cmd(["git", "-C", str(ROOT), "rev-parse", "HEAD"]),
+        # Read-only (no index refresh): were crates/ edited since that commit?
+        "crates_dirty": subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "crates"],
+            capture_output=True).returncode != 0,
     }
 
 
@@ -497,6 +509,7 @@ def run(args, tmp: Path, started: str):
             "chat_body": CHAT_BODY, "stream_body": STREAM_BODY, "stream_chunks": 20,
         },
         "points": [], "ttfb": [], "memory": {}, "gaps": {},
+        "loadavg_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
     def order(rep):
@@ -531,7 +544,9 @@ def run(args, tmp: Path, started: str):
                 "p99": mgm["p99_ms"] / ngm["p99_ms"],
                 "rps": mgm["rps"] / ngm["rps"],
             }
+            rss = {"vmrss_kb": rss_kb(mg.pid), "vmhwm_kb": status_kb(mg.pid, "VmHWM")}
             res["points"].append({"name": name, "kind": kind, "concurrency": c, "median": med,
+                                  "meshgate_memory_after": rss,
                                   "ratio_meshgate_nginx": ratio,
                                   "runs": {t: [{k: v for k, v in r.items() if k != "wrk"} | {"latency_us": r["wrk"]["latency_us"]}
                                                for r in runs[t]] for t in TARGETS}})
@@ -561,7 +576,8 @@ def run(args, tmp: Path, started: str):
         med = {t: {k: median([r[k] for r in runs[t]]) for k in runs[t][0] if k not in ("streams", "errors")}
                | {"streams": sum(r["streams"] for r in runs[t]), "errors": sum(r["errors"] for r in runs[t])}
                for t in TARGETS}
-        res["ttfb"].append({"concurrency": c, "median": med, "runs": runs})
+        ratio = {k: med["meshgate"][f"{k}_ms"] / med["nginx"][f"{k}_ms"] for k in ("ttfb_p50", "ttfb_p99")}
+        res["ttfb"].append({"concurrency": c, "median": med, "ratio_meshgate_nginx": ratio, "runs": runs})
 
     # 3. inter-chunk arrival gaps: no buffering
     gaps = {}
@@ -634,6 +650,7 @@ def run(args, tmp: Path, started: str):
     log(f"slow64: meshgate idle {idle} kB, VmHWM {res['memory']['slow64']['vmhwm_kb']} kB, "
         f"{r_mg['requests']} streams; nginx peak {peak_ngx[0]} kB")
     PROCS.stop(mg2)
+    res["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return res
 
 

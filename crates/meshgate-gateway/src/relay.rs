@@ -3,7 +3,7 @@
 //! with a protocol-correct error, and owns the [`Settlement`] so that its end settles.
 
 use crate::settle::{End, Settlement};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use meshgate_providers::{stream_cut_error, UsageChunkFilter};
@@ -34,6 +34,8 @@ pub struct RelayBody {
     last_activity: Instant,
     /// Bytes to send after the upstream ended (filter remainder, cut error), then done.
     tail: Option<Bytes>,
+    /// A frame that came after bytes already gathered: sent at the next poll.
+    held: Option<Result<Frame<Bytes>, BoxError>>,
     done: bool,
 }
 
@@ -53,6 +55,7 @@ impl RelayBody {
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle)),
             last_activity: now,
             tail: None,
+            held: None,
             done: false,
         }
     }
@@ -101,6 +104,91 @@ impl RelayBody {
     }
 }
 
+impl RelayBody {
+    /// One upstream chunk: the meter sees it, the filter may hold part of it back.
+    fn take_chunk(&mut self, data: Bytes) -> Bytes {
+        self.last_activity = Instant::now();
+        self.settlement.observe(&data);
+        let out = match self.mode.filter.as_mut() {
+            Some(filter) => filter.push(&data),
+            None => data,
+        };
+        // A body of known length may never be polled past its last byte, so settle as
+        // soon as the upstream says this was the last chunk.
+        if self.upstream.is_end_stream() {
+            self.done = true;
+            self.tail = self.on_upstream_end();
+        }
+        out
+    }
+
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // The timer is moved only when it fires, not on every chunk.
+        while self.idle_timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_activity + self.idle;
+            if deadline <= Instant::now() {
+                return self.on_upstream_cut(
+                    Outcome::UpstreamTimeout,
+                    format!(
+                        "the provider sent nothing for {} ms (timeouts.between_chunks_ms)",
+                        self.idle.as_millis()
+                    ),
+                );
+            }
+            self.idle_timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    }
+}
+
+/// Chunks that are ready together, sent as one frame: one write instead of one per event.
+#[derive(Default)]
+struct Gathered {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Gathered {
+    fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(bytes),
+            (Some(_), Some(more)) => more.extend_from_slice(&bytes),
+            (Some(first), None) => {
+                let mut more = BytesMut::with_capacity((first.len() + bytes.len()) * 2);
+                more.extend_from_slice(first);
+                more.extend_from_slice(&bytes);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Enough to send without waiting for more ready chunks.
+    fn is_full(&self) -> bool {
+        const ENOUGH: usize = 64 * 1024;
+        match (&self.first, &self.more) {
+            (_, Some(more)) => more.len() >= ENOUGH,
+            (Some(first), None) => first.len() >= ENOUGH,
+            (None, None) => false,
+        }
+    }
+
+    fn take_frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let bytes = match (self.first.take(), self.more.take()) {
+            (_, Some(more)) => more.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        };
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
 impl Body for RelayBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -110,65 +198,60 @@ impl Body for RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(frame) = this.held.take() {
+            return Poll::Ready(Some(frame));
+        }
+        let mut ready = Gathered::default();
         loop {
             if this.done {
-                return Poll::Ready(this.tail.take().map(|b| Ok(Frame::data(b))));
+                if let Some(tail) = this.tail.take() {
+                    ready.push(tail);
+                }
+                return if ready.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    ready.take_frame()
+                };
             }
             match Pin::new(&mut this.upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let data = match frame.into_data() {
-                        Ok(data) => data,
-                        Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
-                    };
-                    this.last_activity = Instant::now();
-                    this.settlement.observe(&data);
-                    let out = match this.mode.filter.as_mut() {
-                        Some(filter) => filter.push(&data),
-                        None => data,
-                    };
-                    // A body of known length may never be polled past its last byte, so
-                    // settle as soon as the upstream says this was the last chunk.
-                    if this.upstream.is_end_stream() {
-                        this.done = true;
-                        this.tail = this.on_upstream_end();
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.take_chunk(data);
+                        ready.push(out);
+                        if ready.is_full() && !this.done {
+                            return ready.take_frame();
+                        }
                     }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    Err(trailers) if ready.is_empty() => return Poll::Ready(Some(Ok(trailers))),
+                    Err(trailers) => {
+                        this.held = Some(Ok(trailers));
+                        return ready.take_frame();
                     }
-                }
+                },
                 Poll::Ready(Some(Err(e))) => {
-                    return this.on_upstream_cut(
-                        Outcome::Incomplete,
-                        format!("the provider's response broke off: {e}"),
-                    );
+                    let reason = format!("the provider's response broke off: {e}");
+                    let cut = this.on_upstream_cut(Outcome::Incomplete, reason);
+                    if ready.is_empty() {
+                        return cut;
+                    }
+                    if let Poll::Ready(Some(frame)) = cut {
+                        this.held = Some(frame);
+                    }
+                    return ready.take_frame();
                 }
                 Poll::Ready(None) => {
                     this.done = true;
                     this.tail = this.on_upstream_end();
                 }
-                Poll::Pending => {
-                    // The timer is moved only when it fires, not on every chunk.
-                    while this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let deadline = this.last_activity + this.idle;
-                        if deadline <= Instant::now() {
-                            return this.on_upstream_cut(
-                                Outcome::UpstreamTimeout,
-                                format!(
-                                    "the provider sent nothing for {} ms (timeouts.between_chunks_ms)",
-                                    this.idle.as_millis()
-                                ),
-                            );
-                        }
-                        this.idle_timer.as_mut().reset(deadline);
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending if ready.is_empty() => return this.check_idle(cx),
+                // Send what was ready together in one write, without waiting for more.
+                Poll::Pending => return ready.take_frame(),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.tail.is_none()
+        self.done && self.tail.is_none() && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

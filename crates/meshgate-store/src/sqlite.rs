@@ -6,7 +6,9 @@ use crate::model::{
 use crate::{Result, Store, StoreError};
 use async_trait::async_trait;
 use meshgate_types::{Money, ServiceTier, Usage};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,20 +31,35 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        Self::connect(options).await
+        Self::connect(Self::file_options(
+            SqliteConnectOptions::new().filename(path),
+        ))
+        .await
     }
 
     /// Opens a database from a `sqlite:` URL (`sqlite::memory:` for a private in-memory one).
     pub async fn open_url(url: &str) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        let in_memory = options
+            .get_filename()
+            .to_string_lossy()
+            .contains(":memory:")
+            || options.get_filename().as_os_str().is_empty();
+        if in_memory {
+            return Self::connect(options.create_if_missing(true)).await;
+        }
+        Self::connect(Self::file_options(options)).await
+    }
+
+    /// A file database in WAL mode: readers do not block the ledger writer, and commits
+    /// append to the log (synced at checkpoints) instead of rewriting a journal each time.
+    /// `synchronous = NORMAL` keeps every commit across a crash of meshgate itself.
+    fn file_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+        options
             .create_if_missing(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        Self::connect(options).await
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10))
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore> {
