@@ -655,5 +655,8 @@ def run(args, tmp: Path, started: str):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(BENCH))
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        log("interrupted; every process this run started has been stopped")
+        sys.exit(130)

@@ -96,7 +96,7 @@ def main():
             sys.exit(f"{tool} not found (apt-get install linux-perf strace)")
 
     tmp = Path(tempfile.mkdtemp(prefix="meshgate-profile-"))
-    out = Path(args.out) if args.out else tmp
+    out = Path(args.out) if args.out else tmp / "out"
     out.mkdir(parents=True, exist_ok=True)
     try:
         mock, mock_url = bench.start_mock(tmp)
@@ -157,8 +157,7 @@ def main():
         print(f"\n(perf.data and reports in {out})" if args.out else "")
     finally:
         bench.PROCS.stop_all()
-        if not args.out:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # logs and databases; --out is a separate directory
 
 
 if __name__ == "__main__":

@@ -43,4 +43,7 @@ fi
 log "building release binaries (cargo may wait for the build directory lock)"
 cargo build --release -p meshgate -p meshgate-mock >&2
 
-exec python3 bench/bench.py "$@"
+# Exec the interpreter itself (not a version-manager shim that forks), so that this script's
+# pid is bench.py's and a signal sent to it reaches the code that cleans up.
+py=$(python3 -c 'import sys; print(sys.executable)')
+exec "$py" bench/bench.py "$@"

@@ -77,6 +77,8 @@ pub struct ProviderConfig {
 pub struct LedgerConfig {
     /// Most events written in one transaction.
     pub batch_size: usize,
+    /// How long usage events gather before they are written together.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -132,7 +134,10 @@ impl Default for Providers {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { batch_size: 512 }
+        LedgerConfig {
+            batch_size: 512,
+            flush_interval_ms: 50,
+        }
     }
 }
 

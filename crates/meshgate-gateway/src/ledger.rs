@@ -1,11 +1,11 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
-//! in batches by one task; a flush waits for everything sent before it.
+//! in batches by one task, one batch per window; a flush waits for everything sent before it.
 
 use meshgate_store::{Store, UsageEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 enum Message {
@@ -20,19 +20,31 @@ enum Message {
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::UnboundedSender<Message>,
+    /// Wakes the writer early for a flush or the shutdown.
+    urgent: Arc<Notify>,
 }
 
 impl Ledger {
-    /// Starts the writer. Events the store refuses after retries are appended as JSON lines
-    /// to `fallback` so that none is lost.
+    /// Starts the writer, which writes what arrived within each `window` in one batch.
+    /// Events the store refuses after retries are appended as JSON lines to `fallback` so
+    /// that none is lost.
     pub fn start(
         store: Arc<dyn Store>,
         batch_size: usize,
+        window: Duration,
         fallback: PathBuf,
     ) -> (Ledger, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(store, rx, batch_size.max(1), fallback));
-        (Ledger { tx }, task)
+        let urgent = Arc::new(Notify::new());
+        let task = tokio::spawn(write_loop(
+            store,
+            rx,
+            urgent.clone(),
+            batch_size.max(1),
+            window,
+            fallback,
+        ));
+        (Ledger { tx, urgent }, task)
     }
 
     /// Queues one event; never blocks.
@@ -52,6 +64,7 @@ impl Ledger {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
+            self.urgent.notify_one();
             let _ = wait.await;
         }
     }
@@ -59,56 +72,68 @@ impl Ledger {
     /// Writes what is queued and stops the writer; await its task afterwards.
     pub fn close(&self) {
         let _ = self.tx.send(Message::Close);
+        self.urgent.notify_one();
+    }
+}
+
+/// What the writer has taken from the channel and not yet acted on.
+#[derive(Default)]
+struct Pending {
+    events: Vec<UsageEvent>,
+    releases: Vec<String>,
+    waiters: Vec<oneshot::Sender<()>>,
+    closing: bool,
+}
+
+impl Pending {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Event(e) => self.events.push(*e),
+            Message::ReleaseBatch(id) => self.releases.push(id),
+            Message::Flush(w) => self.waiters.push(w),
+            Message::Close => self.closing = true,
+        }
+    }
+
+    /// Someone waits for the write (a flush or the shutdown): do not wait for more.
+    fn urgent(&self) -> bool {
+        self.closing || !self.waiters.is_empty()
     }
 }
 
 async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
+    urgent: Arc<Notify>,
     batch_size: usize,
+    window: Duration,
     fallback: PathBuf,
 ) {
-    let mut batch: Vec<UsageEvent> = Vec::with_capacity(batch_size);
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut releases: Vec<String> = Vec::new();
-    let mut closing = false;
-    while !closing {
+    let mut pending = Pending::default();
+    while !pending.closing {
         let Some(first) = rx.recv().await else { break };
-        let mut next = Some(first);
-        // Take whatever is already queued, up to one batch, without waiting for more.
-        while let Some(message) = next {
-            match message {
-                Message::Event(e) => batch.push(*e),
-                Message::ReleaseBatch(id) => releases.push(id),
-                Message::Flush(w) => waiters.push(w),
-                Message::Close => closing = true,
-            }
-            next = if batch.len() < batch_size {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if closing {
-            while let Ok(message) = rx.try_recv() {
-                match message {
-                    Message::Event(e) => batch.push(*e),
-                    Message::ReleaseBatch(id) => releases.push(id),
-                    Message::Flush(w) => waiters.push(w),
-                    Message::Close => {}
-                }
+        pending.take(first);
+        // Let events gather for one window: one transaction, and one wake-up of this
+        // task, for all calls that end meanwhile. A flush or the shutdown cuts it short.
+        if !pending.urgent() {
+            tokio::select! {
+                () = tokio::time::sleep(window) => {}
+                () = urgent.notified() => {}
             }
         }
-        for chunk in batch.chunks(batch_size) {
+        while let Ok(message) = rx.try_recv() {
+            pending.take(message);
+        }
+        for chunk in pending.events.chunks(batch_size) {
             write_batch(store.as_ref(), chunk, &fallback).await;
         }
-        batch.clear();
-        for id in releases.drain(..) {
+        pending.events.clear();
+        for id in pending.releases.drain(..) {
             if let Err(e) = store.release_batch_billing(&id).await {
                 tracing::error!(error = %e, batch = %id, "cannot release a batch billing claim");
             }
         }
-        for w in waiters.drain(..) {
+        for w in pending.waiters.drain(..) {
             let _ = w.send(());
         }
     }

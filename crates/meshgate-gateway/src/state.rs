@@ -63,6 +63,7 @@ impl AppState {
         let (ledger, ledger_task) = Ledger::start(
             store.clone(),
             config.ledger.batch_size,
+            std::time::Duration::from_millis(config.ledger.flush_interval_ms),
             config.data_dir.join("unwritten-usage-events.jsonl"),
         );
         let client = upstream::build_client(&config)?;

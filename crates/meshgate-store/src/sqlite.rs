@@ -300,47 +300,54 @@ impl Store for SqliteStore {
     }
 
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
+        // One multi-row INSERT per slice: a statement per event costs a round trip to
+        // SQLite's worker thread each. 31 columns x 500 rows stays under SQLite's limit of
+        // 32766 bound values.
         let mut tx = self.pool.begin().await?;
-        for e in events {
-            let usage_json = serde_json::to_string(&e.usage)
+        for slice in events.chunks(500) {
+            let usage_json = slice
+                .iter()
+                .map(|e| serde_json::to_string(&e.usage))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| StoreError::Corrupt(format!("usage: {err}")))?;
-            let u = &e.usage;
-            sqlx::query(
-                "INSERT INTO usage_events (id, request_id, project_id, key_id, surface, endpoint, provider, model, response_model, streamed, status, outcome, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, web_search_requests, images, characters, audio_seconds, service_tier, usage_json, cost_usd, price_id, error, upstream_request_id, started_ms, ttfb_ms, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&e.id)
-            .bind(&e.request_id)
-            .bind(&e.project_id)
-            .bind(&e.key_id)
-            .bind(&e.surface)
-            .bind(&e.endpoint)
-            .bind(&e.provider)
-            .bind(&e.model)
-            .bind(&e.response_model)
-            .bind(e.streamed)
-            .bind(e.status.map(i64::from))
-            .bind(e.outcome.as_str())
-            .bind(opt_u64(u.input_uncached))
-            .bind(opt_u64(u.cache_read))
-            .bind(opt_u64(u.cache_write_5m))
-            .bind(opt_u64(u.cache_write_1h))
-            .bind(opt_u64(u.output))
-            .bind(opt_u64(u.reasoning))
-            .bind(opt_u64(u.web_search_requests))
-            .bind(opt_u64(u.images))
-            .bind(opt_u64(u.characters))
-            .bind(u.audio_seconds.map(|d| d.to_string()))
-            .bind(u.service_tier.map(ServiceTier::as_str))
-            .bind(usage_json)
-            .bind(e.cost_usd.map(|m| m.to_string()))
-            .bind(&e.price_id)
-            .bind(&e.error)
-            .bind(&e.upstream_request_id)
-            .bind(e.started_ms)
-            .bind(e.ttfb_ms)
-            .bind(e.duration_ms)
-            .execute(&mut *tx)
-            .await?;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_events (id, request_id, project_id, key_id, surface, endpoint, provider, model, response_model, streamed, status, outcome, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, web_search_requests, images, characters, audio_seconds, service_tier, usage_json, cost_usd, price_id, error, upstream_request_id, started_ms, ttfb_ms, duration_ms) ",
+            );
+            q.push_values(slice.iter().zip(usage_json), |mut row, (e, json)| {
+                let u = &e.usage;
+                row.push_bind(e.id.clone())
+                    .push_bind(e.request_id.clone())
+                    .push_bind(e.project_id.clone())
+                    .push_bind(e.key_id.clone())
+                    .push_bind(e.surface.clone())
+                    .push_bind(e.endpoint.clone())
+                    .push_bind(e.provider.clone())
+                    .push_bind(e.model.clone())
+                    .push_bind(e.response_model.clone())
+                    .push_bind(e.streamed)
+                    .push_bind(e.status.map(i64::from))
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(opt_u64(u.input_uncached))
+                    .push_bind(opt_u64(u.cache_read))
+                    .push_bind(opt_u64(u.cache_write_5m))
+                    .push_bind(opt_u64(u.cache_write_1h))
+                    .push_bind(opt_u64(u.output))
+                    .push_bind(opt_u64(u.reasoning))
+                    .push_bind(opt_u64(u.web_search_requests))
+                    .push_bind(opt_u64(u.images))
+                    .push_bind(opt_u64(u.characters))
+                    .push_bind(u.audio_seconds.map(|d| d.to_string()))
+                    .push_bind(u.service_tier.map(ServiceTier::as_str))
+                    .push_bind(json)
+                    .push_bind(e.cost_usd.map(|m| m.to_string()))
+                    .push_bind(e.price_id.clone())
+                    .push_bind(e.error.clone())
+                    .push_bind(e.upstream_request_id.clone())
+                    .push_bind(e.started_ms)
+                    .push_bind(e.ttfb_ms)
+                    .push_bind(e.duration_ms);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

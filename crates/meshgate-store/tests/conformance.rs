@@ -170,17 +170,35 @@ async fn conformance(store: &dyn Store) {
         .events
         .is_empty());
 
+    // A batch larger than one INSERT statement holds is written whole.
+    let big: Vec<UsageEvent> = (1000..2200)
+        .map(|n| event(n, "key_b", "gpt-4o-mini", "0.001"))
+        .collect();
+    store.insert_usage(&big).await.unwrap();
+    let mini = UsageFilter {
+        model: Some("gpt-4o-mini".into()),
+        ..UsageFilter::default()
+    };
+    let summary = store.usage_summary(&mini, GroupBy::Model).await.unwrap();
+    assert_eq!(summary[0].requests, 1200);
+    assert_eq!(summary[0].cost_usd.to_string(), "1.2");
+
     // A batch with a duplicate id is written all-or-none.
     let dup = vec![
         event(100, "key_a", "gpt-4o", "1"),
         event(1, "key_a", "gpt-4o", "1"),
     ];
     assert!(store.insert_usage(&dup).await.is_err());
-    let after = store
-        .list_usage(&UsageFilter::default(), 1000)
-        .await
-        .unwrap();
-    assert_eq!(after.events.len(), 25);
+    let gpt4o = UsageFilter {
+        model: Some("gpt-4o".into()),
+        ..UsageFilter::default()
+    };
+    let after = store.list_usage(&gpt4o, 1000).await.unwrap();
+    assert_eq!(
+        after.events.len(),
+        8,
+        "the duplicate batch left nothing behind"
+    );
 }
 
 #[tokio::test]
