@@ -6,7 +6,8 @@
 //! - `classify`: surface, endpoint and the few request fields meshgate reads.
 //! - `auth`: meshgate keys, their cache, the admin token.
 //! - `proxy`: the lifecycle, one function per phase (accept .. send).
-//! - `upstream`: the pooled client, header rules, the provider key.
+//! - `upstream`: header rules, the provider key, sending.
+//! - `conn`: provider connections, pooled, driven by the body that reads them.
 //! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
 //! - `ledger`: the batched writer of usage events.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod classify;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod ledger;
 pub mod proxy;

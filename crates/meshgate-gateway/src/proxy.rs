@@ -100,7 +100,7 @@ async fn serve(
     let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
     let url = provider.url(&route.rest, parts.uri.query());
     let response = match upstream::send(
-        &state.client,
+        &state.pool,
         parts.method.clone(),
         &url,
         headers,
@@ -374,7 +374,7 @@ async fn rewrite_batch(
     state: &AppState,
     provider: &Provider,
     parts: &Parts,
-    upstream_body: hyper::body::Incoming,
+    upstream_body: crate::conn::UpstreamBody,
     mut settlement: Settlement,
 ) -> Result<Bytes, GatewayError> {
     let collected = tokio::time::timeout(

@@ -2,10 +2,10 @@
 //! lets the meter observe it, enforces the between-chunk timeout, ends a broken stream
 //! with a protocol-correct error, and owns the [`Settlement`] so that its end settles.
 
+use crate::conn::UpstreamBody;
 use crate::settle::{End, Settlement};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use meshgate_providers::{stream_cut_error, UsageChunkFilter};
 use meshgate_store::Outcome;
 use meshgate_types::{Endpoint, Surface};
@@ -26,7 +26,7 @@ pub struct RelayMode {
 }
 
 pub struct RelayBody {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     settlement: Settlement,
     mode: RelayMode,
     idle: Duration,
@@ -41,7 +41,7 @@ pub struct RelayBody {
 
 impl RelayBody {
     pub fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         settlement: Settlement,
         mode: RelayMode,
         idle: Duration,

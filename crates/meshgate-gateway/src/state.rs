@@ -3,8 +3,9 @@
 
 use crate::auth::{self, KeyCache};
 use crate::config::Config;
+use crate::conn::Pool;
 use crate::ledger::Ledger;
-use crate::upstream::{self, HttpsClient, Provider};
+use crate::upstream::{self, Provider};
 use anyhow::Context;
 use http::HeaderMap;
 use meshgate_pricing::Catalog;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 
 pub struct AppState {
     pub config: Config,
-    pub client: HttpsClient,
+    pub pool: Arc<Pool>,
     pub keys: KeyCache,
     pub catalog: Arc<Catalog>,
     pub ledger: Ledger,
@@ -66,7 +67,7 @@ impl AppState {
             std::time::Duration::from_millis(config.ledger.flush_interval_ms),
             config.data_dir.join("unwritten-usage-events.jsonl"),
         );
-        let client = upstream::build_client(&config)?;
+        let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
         let anthropic = Provider::from_config(
@@ -77,7 +78,7 @@ impl AppState {
         );
         let state = AppState {
             config,
-            client,
+            pool,
             keys,
             catalog,
             ledger,

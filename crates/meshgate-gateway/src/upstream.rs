@@ -2,20 +2,15 @@
 //! gateway in each direction, and the provider key injected in place of the client's.
 
 use crate::config::{Config, ProviderConfig};
+use crate::conn::{Pool, UpstreamBody};
 use crate::error::{ErrorKind, GatewayError};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use meshgate_types::Surface;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A provider meshgate forwards to: where it is and the key it is called with.
 #[derive(Clone)]
@@ -78,8 +73,8 @@ impl Provider {
     }
 }
 
-/// Builds the pooled keep-alive client: rustls with the web PKI roots plus `ca_file`.
-pub fn build_client(config: &Config) -> anyhow::Result<HttpsClient> {
+/// Builds the pool of provider connections: rustls with the web PKI roots plus `ca_file`.
+pub fn build_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &config.providers.ca_file {
@@ -95,21 +90,7 @@ pub fn build_client(config: &Config) -> anyhow::Result<HttpsClient> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.timeouts.connect()));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https))
+    Ok(Pool::new(Arc::new(tls), config.timeouts.connect()))
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) never cross a proxy.
@@ -259,45 +240,24 @@ impl SendError {
 
 /// Sends one request and waits for the response head, bounded by the first-byte timeout.
 pub async fn send(
-    client: &HttpsClient,
+    pool: &Arc<Pool>,
     method: Method,
     url: &str,
     headers: HeaderMap,
     body: Bytes,
     first_byte: Duration,
-) -> Result<Response<Incoming>, SendError> {
+) -> Result<Response<UpstreamBody>, SendError> {
     let mut request = Request::builder()
         .method(method)
         .uri(url)
         .body(Full::new(body))
         .map_err(|e| SendError::Other(e.to_string()))?;
     *request.headers_mut() = headers;
-    match tokio::time::timeout(first_byte, client.request(request)).await {
-        Err(_) => Err(SendError::FirstByteTimeout(first_byte)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) if e.is_connect() && timed_out(&e) => {
-            Err(SendError::ConnectTimeout(error_chain(&e)))
-        }
-        Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(error_chain(&e))),
-        Ok(Err(e)) => Err(SendError::Other(error_chain(&e))),
-    }
+    pool.send(request, first_byte).await
 }
 
-/// Whether an I/O timeout is somewhere in the error's causes.
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, in one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod anthropic;
 mod openai;
+mod pool;
 mod refusals;
 mod relay;
 mod tls;
