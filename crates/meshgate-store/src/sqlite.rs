@@ -347,7 +347,9 @@ impl Store for SqliteStore {
                     .push_bind(e.ttfb_ms)
                     .push_bind(e.duration_ms);
             });
-            q.build().execute(&mut *tx).await?;
+            // Not cached: each row count is a statement of its own, and hundreds of cached
+            // giant statements would hold hundreds of megabytes.
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
