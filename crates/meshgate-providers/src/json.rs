@@ -84,6 +84,16 @@ impl Str<'_> {
     pub(crate) fn is(&self, s: &str) -> bool {
         self.get() == Some(s)
     }
+
+    /// The type of an SSE event: its `event:` name, or in a data-only stream this, the
+    /// `type` field of its JSON.
+    pub(crate) fn event_type<'e>(&'e self, event: &'e [u8]) -> &'e [u8] {
+        if event.is_empty() {
+            self.get().map(str::as_bytes).unwrap_or_default()
+        } else {
+            event
+        }
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {

@@ -76,11 +76,7 @@ impl SseSink for Stream {
         let Some(ev) = parse::<Event>(data) else {
             return;
         };
-        let kind = if event.is_empty() {
-            ev.kind.get().map(str::as_bytes).unwrap_or_default()
-        } else {
-            event
-        };
+        let kind = ev.kind.event_type(event);
         match kind {
             b"message_start" => {
                 if let Some(m) = &ev.message {

@@ -103,11 +103,7 @@ impl AudioStream {
         let Some(ev) = parse::<Event>(data) else {
             return;
         };
-        let kind = if event.is_empty() {
-            ev.kind.get().map(str::as_bytes).unwrap_or_default()
-        } else {
-            event
-        };
+        let kind = ev.kind.event_type(event);
         if kind == self.done_event {
             self.done = true;
             if let Some(u) = &ev.usage {

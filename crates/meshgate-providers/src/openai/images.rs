@@ -179,11 +179,7 @@ impl SseSink for Stream {
         let Some(ev) = parse::<Event>(data) else {
             return;
         };
-        let kind = if event.is_empty() {
-            ev.kind.get().map(str::as_bytes).unwrap_or_default()
-        } else {
-            event
-        };
+        let kind = ev.kind.event_type(event);
         if kind.ends_with(b".completed") {
             self.completed += 1;
             if let Some(u) = &ev.usage {
