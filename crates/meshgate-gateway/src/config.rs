@@ -136,7 +136,7 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             batch_size: 512,
-            flush_interval_ms: 50,
+            flush_interval_ms: 10,
         }
     }
 }
