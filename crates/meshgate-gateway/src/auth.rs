@@ -114,14 +114,6 @@ impl KeyCache {
     fn lookup(&self, secret_hash: &str) -> Option<CachedKey> {
         self.by_hash.read().ok()?.get(secret_hash).cloned()
     }
-
-    pub fn len(&self) -> usize {
-        self.by_hash.read().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn cached(k: &KeyRecord) -> CachedKey {

@@ -76,10 +76,6 @@ impl Settlement {
         }
     }
 
-    pub fn request_id(&self) -> &str {
-        &self.call.request_id
-    }
-
     /// The provider answered: its status, request id, and (for 2xx) the meter of its body.
     pub fn on_response(
         &mut self,
@@ -133,8 +129,10 @@ impl Settlement {
         }
         self.settled = true;
         let duration_ms = elapsed_ms(self.started);
-        let metered = if self.status.is_some_and(|s| (200..300).contains(&s)) {
-            self.close_meter().clone()
+        let answered_ok = self.status.is_some_and(|s| (200..300).contains(&s));
+        let metered = if answered_ok {
+            self.close_meter();
+            self.metered.take().unwrap_or_default()
         } else {
             Metered::default()
         };
@@ -145,7 +143,7 @@ impl Settlement {
         }
         if metered.batch_items.is_empty() {
             let mut usage = metered.usage.clone();
-            if self.status.is_some_and(|s| (200..300).contains(&s)) {
+            if answered_ok {
                 self.fill_upload_seconds(&mut usage);
             }
             self.write(
