@@ -235,14 +235,13 @@ impl Pool {
             .unwrap_or("/")
             .parse::<Uri>()
             .map_err(|e| SendError::Other(e.to_string()))?;
-        let default_port = if origin.https { 443 } else { 80 };
-        let host = match (origin.port == default_port, origin.host.contains(':')) {
-            (true, false) => origin.host.clone(),
-            (true, true) => format!("[{}]", origin.host),
-            (false, false) => format!("{}:{}", origin.host, origin.port),
-            (false, true) => format!("[{}]:{}", origin.host, origin.port),
-        };
-        let host = HeaderValue::from_str(&host).map_err(|e| SendError::Other(e.to_string()))?;
+        // The URL's authority is the Host header as written (port and IPv6 brackets kept).
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| HeaderValue::from_str(a.as_str()))
+            .ok_or_else(|| SendError::Other(format!("no host in {}", request.uri())))?
+            .map_err(|e| SendError::Other(e.to_string()))?;
         *request.uri_mut() = target;
         request.headers_mut().insert(HOST, host);
 

@@ -80,7 +80,6 @@ impl RelayBody {
         reason: String,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
-        let _ = self.settlement.close_meter();
         let tail = self.closing_bytes(Some(&reason));
         self.settlement.finish(End::Cut { outcome, reason });
         match self.mode.sse {
@@ -102,9 +101,7 @@ impl RelayBody {
         let mid_event = mid_event && held.is_none();
         stream_cut_error(surface, endpoint, mid_event, reason)
     }
-}
 
-impl RelayBody {
     /// One upstream chunk: the meter sees it, the filter may hold part of it back.
     fn take_chunk(&mut self, data: Bytes) -> Bytes {
         self.last_activity = Instant::now();
