@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meshgate_store::{GroupBy, KeyRecord, NewKey, SummaryRow, UsageFilter};
-use meshgate_types::Money;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -265,7 +264,6 @@ async fn usage_summary(
         total.reasoning += row.reasoning;
         total.cost_usd += row.cost_usd;
     }
-    total.cost_usd = Money::new(total.cost_usd.amount()).normalized();
     Ok(Json(Summary {
         group_by,
         data,

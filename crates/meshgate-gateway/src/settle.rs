@@ -238,7 +238,7 @@ impl Settlement {
         match admitted.or_else(|| self.catalog.price(model)) {
             None => (None, None, Some(format!("no price for model {model}"))),
             Some(price) => match meshgate_pricing::cost(usage, &price) {
-                Ok(cost) => (Some(cost.normalized()), Some(price.id()), None),
+                Ok(cost) => (Some(cost), Some(price.id()), None),
                 Err(e) => (None, Some(price.id()), Some(e.to_string())),
             },
         }
@@ -287,7 +287,7 @@ impl Settlement {
             price_error = price_error.or(e);
         }
         total.service_tier = items.first().and_then(|u| u.service_tier);
-        let cost_usd = price_error.is_none().then_some(cost.normalized());
+        let cost_usd = price_error.is_none().then_some(cost);
         self.ledger.record(self.event(
             total,
             Some(model.to_string()),

@@ -34,11 +34,6 @@ impl Money {
     pub fn amount(self) -> Decimal {
         self.0
     }
-
-    /// The amount without trailing zeros, as stored and shown (`0.0051050` -> `0.005105`).
-    pub fn normalized(self) -> Money {
-        Money(self.0.normalize())
-    }
 }
 
 impl fmt::Display for Money {
