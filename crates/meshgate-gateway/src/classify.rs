@@ -200,6 +200,12 @@ struct Probe<'a> {
     quality: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     requests: Option<Vec<BatchRequest<'a>>>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_output_tokens: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +231,9 @@ pub struct RequestInfo {
     pub batch_models: Vec<String>,
     /// Audio uploads: the file's length in seconds, when its header tells (WAV).
     pub upload_seconds: Option<rust_decimal::Decimal>,
+    /// The most output tokens the call may produce (`max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens`), for the budget reservation.
+    pub max_output_tokens: Option<u64>,
     pub facts: RequestFacts,
 }
 
@@ -275,12 +284,20 @@ pub fn probe_json(route: &Route, body: &[u8]) -> Result<RequestInfo, GatewayErro
         .into_iter()
         .filter_map(|r| r.params.and_then(|p| p.model).map(Cow::into_owned))
         .collect();
+    let max_output_tokens = [
+        &probe.max_tokens,
+        &probe.max_completion_tokens,
+        &probe.max_output_tokens,
+    ]
+    .into_iter()
+    .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
     Ok(RequestInfo {
         model,
         stream,
         include_usage,
         batch_models,
         upload_seconds: None,
+        max_output_tokens,
         facts,
     })
 }

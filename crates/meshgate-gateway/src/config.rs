@@ -24,6 +24,69 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub providers: Providers,
     pub ledger: LedgerConfig,
+    pub auth: AuthConfig,
+    pub budgets: BudgetConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `aud` of participant tokens and delegations meshgate mints and accepts.
+    pub audience: String,
+    /// Clock skew tolerated on token times, in seconds.
+    pub leeway_secs: u64,
+    /// File holding the key that seals provider keys and signing secrets at rest, used
+    /// when MESHGATE_SECRET_KEY is unset; empty means `secret.key` in `data_dir`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Longest lifetime of a delegation, in seconds.
+    pub max_delegation_secs: u64,
+    /// An external OIDC issuer whose JWT access tokens are accepted.
+    pub oauth: Option<OAuthConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    /// Scope a token must carry to call models.
+    #[serde(default = "default_oauth_scope")]
+    pub scope: String,
+}
+
+fn default_oauth_scope() -> String {
+    "llm_proxy".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Output tokens reserved for a call that sets no `max_tokens`.
+    pub default_max_output_tokens: u64,
+    /// Prompt bytes per reserved input token (the reservation counts the body's bytes).
+    pub bytes_per_input_token: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            audience: "meshgate".into(),
+            leeway_secs: 30,
+            secret_key_file: None,
+            max_delegation_secs: 86_400,
+            oauth: None,
+        }
+    }
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            default_max_output_tokens: 4096,
+            bytes_per_input_token: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +156,8 @@ impl Default for Config {
             pricing: PricingConfig::default(),
             providers: Providers::default(),
             ledger: LedgerConfig::default(),
+            auth: AuthConfig::default(),
+            budgets: BudgetConfig::default(),
         }
     }
 }
@@ -252,6 +317,14 @@ impl Config {
                     })?;
         }
         Ok(())
+    }
+
+    /// The secret key file actually used.
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.auth
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 
     /// The database URL actually used.

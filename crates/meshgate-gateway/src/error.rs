@@ -12,6 +12,10 @@ pub enum ErrorKind {
     InvalidRequest,
     Authentication,
     Permission,
+    /// Out of credits or budget (402).
+    PaymentRequired,
+    /// A rate limit (429, with `retry-after`).
+    RateLimited,
     NotFound,
     MethodNotAllowed,
     RequestTooLarge,
@@ -31,6 +35,8 @@ pub struct GatewayError {
     /// OpenAI `code` (Anthropic has none at this level).
     pub code: Option<&'static str>,
     pub param: Option<&'static str>,
+    /// Extra response headers (`retry-after`, rate-limit headers).
+    pub headers: Option<Box<http::HeaderMap>>,
 }
 
 impl GatewayError {
@@ -40,7 +46,13 @@ impl GatewayError {
             message: message.into(),
             code: None,
             param: None,
+            headers: None,
         }
+    }
+
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = Some(Box::new(headers));
+        self
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -58,6 +70,8 @@ impl GatewayError {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::Permission => StatusCode::FORBIDDEN,
+            ErrorKind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,6 +90,8 @@ impl GatewayError {
             | ErrorKind::MethodNotAllowed
             | ErrorKind::RequestTooLarge => "invalid_request_error",
             ErrorKind::Permission => "permission_error",
+            ErrorKind::PaymentRequired => "insufficient_quota",
+            ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::Timeout => "timeout_error",
             ErrorKind::BadGateway | ErrorKind::Unavailable | ErrorKind::Internal => "server_error",
         }
@@ -86,6 +102,8 @@ impl GatewayError {
             ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
+            ErrorKind::PaymentRequired => "billing_error",
+            ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RequestTooLarge => "request_too_large",
             ErrorKind::Timeout => "timeout_error",
@@ -125,12 +143,16 @@ impl GatewayError {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }
+        if let Some(extra) = self.headers {
+            headers.extend(*extra);
+        }
         // Our own refusals are final: retrying cannot change the answer.
         if matches!(
             self.kind,
             ErrorKind::InvalidRequest
                 | ErrorKind::Authentication
                 | ErrorKind::Permission
+                | ErrorKind::PaymentRequired
                 | ErrorKind::NotFound
                 | ErrorKind::MethodNotAllowed
                 | ErrorKind::RequestTooLarge

@@ -1,7 +1,9 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
 
-use meshgate_store::{Store, UsageEvent};
+use meshgate_store::{CreditEntry, CreditKind, Store, UsageEvent};
+use meshgate_types::Money;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 enum Message {
-    Event(Box<UsageEvent>),
+    /// An event, and whether its charge is debited from the project's credits.
+    Event(Box<UsageEvent>, bool),
     /// A batch-results fetch that billed nothing gives its claim back.
     ReleaseBatch(String),
     Flush(oneshot::Sender<()>),
@@ -47,9 +50,13 @@ impl Ledger {
         (Ledger { tx, urgent }, task)
     }
 
-    /// Queues one event; never blocks.
-    pub fn record(&self, event: UsageEvent) {
-        if self.tx.send(Message::Event(Box::new(event))).is_err() {
+    /// Queues one event (and, with `debit`, its charge as a credit debit); never blocks.
+    pub fn record(&self, event: UsageEvent, debit: bool) {
+        if self
+            .tx
+            .send(Message::Event(Box::new(event), debit))
+            .is_err()
+        {
             tracing::error!("usage event after the ledger closed; it is lost");
         }
     }
@@ -80,6 +87,8 @@ impl Ledger {
 #[derive(Default)]
 struct Pending {
     events: Vec<UsageEvent>,
+    /// Beside each event: whether its charge is debited from credits.
+    debit: Vec<bool>,
     releases: Vec<String>,
     waiters: Vec<oneshot::Sender<()>>,
     closing: bool,
@@ -88,7 +97,10 @@ struct Pending {
 impl Pending {
     fn take(&mut self, message: Message) {
         match message {
-            Message::Event(e) => self.events.push(*e),
+            Message::Event(e, debit) => {
+                self.events.push(*e);
+                self.debit.push(debit);
+            }
             Message::ReleaseBatch(id) => self.releases.push(id),
             Message::Flush(w) => self.waiters.push(w),
             Message::Close => self.closing = true,
@@ -124,10 +136,15 @@ async fn write_loop(
         while let Ok(message) = rx.try_recv() {
             pending.take(message);
         }
-        for chunk in pending.events.chunks(batch_size) {
-            write_batch(store.as_ref(), chunk, &fallback).await;
+        for (chunk, debit) in pending
+            .events
+            .chunks(batch_size)
+            .zip(pending.debit.chunks(batch_size))
+        {
+            write_batch(store.as_ref(), chunk, &debits(chunk, debit), &fallback).await;
         }
         pending.events.clear();
+        pending.debit.clear();
         for id in pending.releases.drain(..) {
             if let Err(e) = store.release_batch_billing(&id).await {
                 tracing::error!(error = %e, batch = %id, "cannot release a batch billing claim");
@@ -139,10 +156,40 @@ async fn write_loop(
     }
 }
 
-async fn write_batch(store: &dyn Store, events: &[UsageEvent], fallback: &PathBuf) {
+/// One usage debit per project for the events of a batch that run on credits.
+fn debits(events: &[UsageEvent], debit: &[bool]) -> Vec<CreditEntry> {
+    let mut per_project: BTreeMap<&str, (Money, usize)> = BTreeMap::new();
+    for (e, _) in events.iter().zip(debit).filter(|(_, d)| **d) {
+        let charge = e.cost_usd.unwrap_or(Money::ZERO) + e.markup_usd.unwrap_or(Money::ZERO);
+        let entry = per_project.entry(&e.project_id).or_default();
+        entry.0 += charge;
+        entry.1 += 1;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    per_project
+        .into_iter()
+        .filter(|(_, (charge, _))| *charge != Money::ZERO)
+        .map(|(project, (charge, calls))| CreditEntry {
+            id: format!("cre_{}", uuid::Uuid::now_v7().simple()),
+            project_id: project.to_string(),
+            kind: CreditKind::UsageDebit,
+            amount_usd: -charge,
+            created_ms: now,
+            actor: None,
+            note: Some(format!("usage of {calls} calls")),
+        })
+        .collect()
+}
+
+async fn write_batch(
+    store: &dyn Store,
+    events: &[UsageEvent],
+    debits: &[CreditEntry],
+    fallback: &PathBuf,
+) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
-        match store.insert_usage(events).await {
+        match store.insert_usage(events, debits).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(attempt, error = %e, count = events.len(), "writing usage events failed");

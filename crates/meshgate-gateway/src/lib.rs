@@ -16,17 +16,23 @@
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
 
 pub mod admin;
+pub mod admit;
 pub mod auth;
+pub mod budget;
 pub mod classify;
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod ledger;
+pub mod limits;
 pub mod proxy;
 pub mod relay;
+pub mod secrets;
+pub mod selfserve;
 pub mod server;
 pub mod settle;
 pub mod state;
+pub mod tenants;
 pub mod upstream;
 pub mod wav;
 

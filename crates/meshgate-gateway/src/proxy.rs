@@ -2,10 +2,12 @@
 //! upstream_request, send, relay (see `relay`) and settle (see `settle`). Each phase is a
 //! function that may refuse the call; nothing reaches the provider before `send`.
 
+use crate::admit;
 use crate::auth::{self, Principal};
 use crate::classify::{self, BodyKind, RequestInfo, Route};
 use crate::error::{ErrorKind, GatewayError};
 use crate::relay::{RelayBody, RelayMode};
+use crate::selfserve;
 use crate::settle::{CallInfo, End, Settlement};
 use crate::state::AppState;
 use crate::upstream::{self, Provider};
@@ -15,10 +17,10 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
-use meshgate_pricing::ModelPrice;
 use meshgate_providers::{meter_for, UsageChunkFilter};
 use meshgate_store::Outcome;
 use meshgate_types::{Endpoint, Surface};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +30,13 @@ pub async fn handle(state: Arc<AppState>, request: Request<Body>) -> Response {
     let request_id = new_request_id();
     let (parts, body) = request.into_parts();
 
+    if let Some((surface, rest)) = selfserve::selfserve_path(parts.uri.path()) {
+        let rest = rest.to_string();
+        return match serve_own(&state, &parts, body, &rest, &request_id).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(surface, &request_id),
+        };
+    }
     let route = match classify::classify(&parts.method, parts.uri.path(), &parts.headers) {
         Ok(route) => route,
         Err(e) => {
@@ -43,6 +52,37 @@ pub async fn handle(state: Arc<AppState>, request: Request<Body>) -> Response {
     }
 }
 
+/// meshgate's own paths: authenticated like any call, answered by meshgate itself.
+async fn serve_own(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    rest: &str,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
+    let surface = selfserve::selfserve_path(parts.uri.path())
+        .map(|(s, _)| s)
+        .unwrap_or(Surface::OpenAi);
+    let principal = auth::authenticate(
+        state,
+        surface,
+        &parts.headers,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await?;
+    let body = accept(body, 64 * 1024).await?;
+    selfserve::serve(
+        state,
+        &parts.method,
+        rest,
+        parts.uri.query(),
+        body,
+        &principal,
+        request_id,
+    )
+    .await
+}
+
 async fn serve(
     state: &Arc<AppState>,
     route: &Route,
@@ -56,8 +96,21 @@ async fn serve(
     if declared_length(&parts).is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let principal = authenticate(state, route.surface, &parts)?;
-    let provider = state.provider(route.surface);
+    let principal = auth::authenticate(
+        state,
+        route.surface,
+        &parts.headers,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await?;
+    let annotations = annotations(&parts.headers)?;
+    let body = accept(body, limit).await?;
+    let info = read_request(route, &parts, &body).await?;
+    let admission = admit::admit(state, route, &info, &principal, body.len()).await?;
+    if route.endpoint == Endpoint::Models {
+        return selfserve::models(state, route, &principal, request_id);
+    }
+    let provider = &provider_for(state, route.surface, &principal.project_id);
     let Some(api_key) = provider.api_key.clone() else {
         return Err(GatewayError::new(
             ErrorKind::Unavailable,
@@ -68,9 +121,6 @@ async fn serve(
         )
         .with_code("provider_not_configured"));
     };
-    let body = accept(body, limit).await?;
-    let info = read_request(route, &parts, &body).await?;
-    let price = admit(state, route, &info)?;
 
     let (batch_claim, unmetered) = claim_batch(state, route, &principal).await?;
 
@@ -80,19 +130,25 @@ async fn serve(
         state.catalog.clone(),
         CallInfo {
             request_id: request_id.to_string(),
-            project_id: principal.project_id,
-            key_id: Some(principal.key_id),
+            project_id: principal.project_id.clone(),
+            key_id: principal.key_id().map(str::to_string),
+            token_id: principal.token_id.clone(),
+            user: principal.user.clone(),
+            room: principal.room.clone(),
+            delegation_id: principal.delegation.as_ref().map(|d| d.id.clone()),
+            annotations,
             surface: route.surface,
             endpoint: route.endpoint,
             provider: provider.name,
             model: info.model.clone(),
-            price,
+            price: admission.price,
             streamed: info.stream,
             started_ms: chrono::Utc::now().timestamp_millis(),
             batch_claim,
             unmetered: unmetered.clone(),
             upload_seconds: info.upload_seconds,
         },
+        admission.charges,
         started,
     );
 
@@ -199,20 +255,6 @@ fn too_large(limit: usize) -> GatewayError {
     .with_code("request_too_large")
 }
 
-/// The authenticate phase.
-fn authenticate(
-    state: &AppState,
-    surface: Surface,
-    parts: &Parts,
-) -> Result<Principal, GatewayError> {
-    auth::authenticate(
-        &state.keys,
-        surface,
-        &parts.headers,
-        chrono::Utc::now().timestamp_millis(),
-    )
-}
-
 /// The accept phase: the whole body, refused with 413 past the limit.
 async fn accept(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     match http_body_util::Limited::new(body, limit).collect().await {
@@ -254,44 +296,55 @@ async fn read_request(
     Ok(info)
 }
 
-/// The admit phase: a billable call must name a model meshgate has a price for; returns
-/// that price, which the call is charged at.
-fn admit(
-    state: &AppState,
-    route: &Route,
-    info: &RequestInfo,
-) -> Result<Option<Arc<ModelPrice>>, GatewayError> {
-    for model in &info.batch_models {
-        price_of(state, model)?;
+/// The provider the call goes to: the project's own key and base URL when it brought
+/// them, else the gateway's.
+fn provider_for(state: &AppState, surface: Surface, project: &str) -> Provider {
+    let global = state.provider(surface);
+    match state.tenants.provider(project, global.name) {
+        None => global.clone(),
+        Some(own) => global.with_project_key(&own.api_key, own.base_url.as_deref()),
     }
-    let billable = route.endpoint.is_billable() && route.endpoint != Endpoint::BatchResults;
-    if !billable {
-        return Ok(None);
-    }
-    let Some(model) = info.model.as_deref() else {
-        return Err(GatewayError::new(
-            ErrorKind::InvalidRequest,
-            "the request names no model; `model` is required",
-        )
-        .with_param("model"));
-    };
-    price_of(state, model).map(Some)
 }
 
-fn price_of(state: &AppState, model: &str) -> Result<Arc<ModelPrice>, GatewayError> {
-    state.catalog.price(model).ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::InvalidRequest,
-            format!(
-                "meshgate has no price for model '{model}', so it will not forward the call. \
-                 Add a price in a pricing file listed under [pricing] files in meshgate.toml \
-                 (meshgate TOML or LiteLLM JSON format) and restart; `meshgate pricing check {model}` \
-                 shows what meshgate knows."
-            ),
-        )
-        .with_code("model_not_priced")
-        .with_param("model")
-    })
+/// Most annotations one call may carry.
+const MAX_ANNOTATIONS: usize = 16;
+const ANNOTATION_PREFIX: &str = "meshgate-annotation-";
+
+/// `Meshgate-Annotation-<name>: <value>` headers, which tag the call's usage event.
+fn annotations(headers: &http::HeaderMap) -> Result<BTreeMap<String, String>, GatewayError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(ANNOTATION_PREFIX) else {
+            continue;
+        };
+        let invalid = |why: &str| {
+            GatewayError::new(
+                ErrorKind::InvalidRequest,
+                format!("invalid annotation header {name}: {why}"),
+            )
+        };
+        let valid_name = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(invalid(
+                "names are 1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| invalid("the value is not visible ASCII"))?;
+        if value.len() > 256 {
+            return Err(invalid("values are at most 256 characters"));
+        }
+        out.insert(key.to_string(), value.trim().to_string());
+        if out.len() > MAX_ANNOTATIONS {
+            return Err(invalid("a call carries at most 16 annotations"));
+        }
+    }
+    Ok(out)
 }
 
 /// Batch results are billed at the first fetch only: it claims the batch. A later fetch

@@ -2,12 +2,14 @@
 //! (completion, provider error, cut stream, client disconnect, shutdown), writes exactly one
 //! usage event: explicitly through [`Settlement::finish`], or from its `Drop`.
 
+use crate::admit::Charges;
 use crate::ledger::Ledger;
 use meshgate_pricing::{Catalog, ModelPrice};
 use meshgate_providers::{Meter, Metered};
 use meshgate_store::{Outcome, UsageEvent};
 use meshgate_types::{Endpoint, Money, Surface, Usage};
 use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +32,11 @@ pub struct CallInfo {
     pub request_id: String,
     pub project_id: String,
     pub key_id: Option<String>,
+    pub token_id: Option<String>,
+    pub user: Option<String>,
+    pub room: Option<String>,
+    pub delegation_id: Option<String>,
+    pub annotations: BTreeMap<String, String>,
     pub surface: Surface,
     pub endpoint: Endpoint,
     pub provider: &'static str,
@@ -50,6 +57,11 @@ pub struct Settlement {
     ledger: Ledger,
     catalog: Arc<Catalog>,
     call: CallInfo,
+    /// Reservations and counters to settle with the exact charge.
+    charges: Charges,
+    /// What the events written so far charged, and their tokens.
+    charged: Money,
+    tokens: u64,
     started: Instant,
     status: Option<u16>,
     upstream_request_id: Option<String>,
@@ -61,11 +73,20 @@ pub struct Settlement {
 }
 
 impl Settlement {
-    pub fn arm(ledger: Ledger, catalog: Arc<Catalog>, call: CallInfo, started: Instant) -> Self {
+    pub fn arm(
+        ledger: Ledger,
+        catalog: Arc<Catalog>,
+        call: CallInfo,
+        charges: Charges,
+        started: Instant,
+    ) -> Self {
         Settlement {
             ledger,
             catalog,
             call,
+            charges,
+            charged: Money::ZERO,
+            tokens: 0,
             started,
             status: None,
             upstream_request_id: None,
@@ -174,6 +195,7 @@ impl Settlement {
                 );
             }
         }
+        self.charges.settle(self.charged, self.tokens);
     }
 
     /// Transcriptions in `text`, `srt` or `vtt` and plain translations report no usage:
@@ -245,7 +267,7 @@ impl Settlement {
     }
 
     fn write(
-        &self,
+        &mut self,
         usage: Usage,
         model: Option<String>,
         metered: &Metered,
@@ -254,7 +276,7 @@ impl Settlement {
         duration_ms: i64,
     ) {
         let (cost_usd, price_id, price_error) = self.price(model.as_deref(), &usage);
-        self.ledger.record(self.event(
+        self.record(self.event(
             usage,
             model,
             metered.response_model.clone(),
@@ -267,7 +289,7 @@ impl Settlement {
     }
 
     fn write_items(
-        &self,
+        &mut self,
         model: &str,
         items: &[Usage],
         metered: &Metered,
@@ -288,7 +310,7 @@ impl Settlement {
         }
         total.service_tier = items.first().and_then(|u| u.service_tier);
         let cost_usd = price_error.is_none().then_some(cost);
-        self.ledger.record(self.event(
+        self.record(self.event(
             total,
             Some(model.to_string()),
             metered.response_model.clone(),
@@ -298,6 +320,26 @@ impl Settlement {
             price_id,
             duration_ms,
         ));
+    }
+
+    /// Queues an event, adding its charge (cost plus markup) and tokens to the call's.
+    fn record(&mut self, mut event: UsageEvent) {
+        if let Some(cost) = event.cost_usd {
+            event.markup_usd = self.charges.markup(cost);
+            self.charged += cost + event.markup_usd.unwrap_or(Money::ZERO);
+        }
+        let u = &event.usage;
+        self.tokens += [
+            u.input_uncached,
+            u.cache_read,
+            u.cache_write_5m,
+            u.cache_write_1h,
+            u.output,
+        ]
+        .into_iter()
+        .flatten()
+        .sum::<u64>();
+        self.ledger.record(event, self.charges.debit_credits);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -317,6 +359,11 @@ impl Settlement {
             request_id: self.call.request_id.clone(),
             project_id: self.call.project_id.clone(),
             key_id: self.call.key_id.clone(),
+            token_id: self.call.token_id.clone(),
+            user: self.call.user.clone(),
+            room: self.call.room.clone(),
+            delegation_id: self.call.delegation_id.clone(),
+            annotations: self.call.annotations.clone(),
             surface: self.call.surface.as_str().to_string(),
             endpoint: self.call.endpoint.as_str().to_string(),
             provider: self.call.provider.to_string(),
@@ -327,6 +374,7 @@ impl Settlement {
             outcome,
             usage,
             cost_usd,
+            markup_usd: None,
             price_id,
             error,
             upstream_request_id: self.upstream_request_id.clone(),

@@ -2,9 +2,13 @@
 //! built once at start.
 
 use crate::auth::{self, KeyCache};
+use crate::budget::Budgets;
 use crate::config::Config;
 use crate::conn::Pool;
 use crate::ledger::Ledger;
+use crate::limits::RateLimiter;
+use crate::secrets::{SecretKey, SECRET_KEY_ENV};
+use crate::tenants::Tenants;
 use crate::upstream::{self, Provider};
 use anyhow::Context;
 use http::HeaderMap;
@@ -26,6 +30,15 @@ pub struct AppState {
     pub anthropic: Provider,
     /// SHA-256 of the admin token.
     pub admin_token_hash: String,
+    pub tenants: Tenants,
+    pub budgets: Arc<Budgets>,
+    pub rate_limits: Arc<RateLimiter>,
+    /// Seals provider keys and signing secrets at rest.
+    pub secrets: SecretKey,
+    /// Signs and verifies delegations.
+    pub delegation_secret: Vec<u8>,
+    /// Verifies OAuth access tokens, when an issuer is configured.
+    pub oauth: Option<meshgate_tokens::OidcVerifier>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -67,6 +80,19 @@ impl AppState {
             std::time::Duration::from_millis(config.ledger.flush_interval_ms),
             config.data_dir.join("unwritten-usage-events.jsonl"),
         );
+        let secrets = SecretKey::load(env(SECRET_KEY_ENV).as_deref(), &config.secret_key_file())?;
+        let tenants = Tenants::load(store.as_ref(), &secrets).await?;
+        let oauth = config.auth.oauth.as_ref().map(|o| {
+            meshgate_tokens::OidcVerifier::new(meshgate_tokens::OidcConfig {
+                issuer: o.issuer.clone(),
+                audience: o.audience.clone(),
+                jwks_url: o.jwks_url.clone(),
+                required_scope: o.scope.clone(),
+                leeway_secs: config.auth.leeway_secs,
+                min_refresh_interval: std::time::Duration::from_secs(10),
+            })
+        });
+        let oauth = oauth.transpose().context("invalid [auth.oauth] settings")?;
         let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
@@ -82,10 +108,16 @@ impl AppState {
             keys,
             catalog,
             ledger,
-            store,
+            store: store.clone(),
             openai,
             anthropic,
             admin_token_hash,
+            tenants,
+            budgets: Arc::new(Budgets::new(store.clone())),
+            rate_limits: Arc::new(RateLimiter::default()),
+            delegation_secret: secrets.derive("meshgate delegation v1"),
+            secrets,
+            oauth,
         };
         Ok((Arc::new(state), ledger_task, admin))
     }

@@ -51,6 +51,27 @@ impl Provider {
         }
     }
 
+    /// This provider called with a project's own key, and its own base URL if it gave one.
+    pub fn with_project_key(&self, api_key: &str, base_url: Option<&str>) -> Provider {
+        let value = match self.surface {
+            Surface::OpenAi => format!("Bearer {api_key}"),
+            Surface::Anthropic => api_key.to_string(),
+        };
+        let api_key = HeaderValue::from_str(&value).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        Provider {
+            name: self.name,
+            surface: self.surface,
+            base_url: base_url
+                .map(|b| b.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| self.base_url.clone()),
+            api_key,
+            api_key_env: format!("the project's {} key", self.name),
+        }
+    }
+
     /// The upstream URL for a path below `/v1/` (`rest`) and the client's query string.
     pub fn url(&self, rest: &str, query: Option<&str>) -> String {
         let mut url = match self.surface {

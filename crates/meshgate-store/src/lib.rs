@@ -11,11 +11,14 @@ mod model;
 mod sqlite;
 
 pub use model::{
-    GroupBy, KeyRecord, NewKey, Outcome, SummaryRow, UsageEvent, UsageFilter, UsagePage,
+    AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, KeyRecord, Limits, NewKey, Outcome,
+    Policy, ProjectRecord, ProjectSettings, ProviderCredential, SigningKeyRecord, SpendScope,
+    SummaryRow, UsageEvent, UsageFilter, UsagePage,
 };
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use meshgate_types::Money;
 
 /// What can go wrong in storage; mapped to a 500 at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +35,72 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// reads a cache filled from [`Store::active_keys`], and usage goes through a batched writer.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Creates a project; an existing id is an error.
+    async fn create_project(&self, project: ProjectRecord) -> Result<ProjectRecord>;
+    async fn get_project(&self, id: &str) -> Result<Option<ProjectRecord>>;
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
+    /// Replaces a project's name and settings; `None` when no such project exists.
+    async fn update_project(&self, project: ProjectRecord) -> Result<Option<ProjectRecord>>;
+
     async fn create_key(&self, key: NewKey) -> Result<KeyRecord>;
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
     async fn list_keys(&self, project_id: Option<&str>) -> Result<Vec<KeyRecord>>;
     /// Marks a key revoked; returns it, or `None` when no such key exists.
     async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<Option<KeyRecord>>;
     /// Keys not revoked (expired ones included: expiry is checked per call).
     async fn active_keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Replaces a key's name, expiry and policy; `None` when no such key exists.
+    async fn update_key(
+        &self,
+        id: &str,
+        name: &str,
+        expires_ms: Option<i64>,
+        policy: &Policy,
+    ) -> Result<Option<KeyRecord>>;
+    /// Gives a key a new secret; the current one stays valid until `previous_expires_ms`
+    /// (`None`: not at all). `None` when no such active key exists.
+    async fn rotate_key(
+        &self,
+        id: &str,
+        new_prefix: &str,
+        new_secret_hash: &str,
+        previous_expires_ms: Option<i64>,
+        at_ms: i64,
+    ) -> Result<Option<KeyRecord>>;
+
+    async fn create_signing_key(&self, key: SigningKeyRecord) -> Result<SigningKeyRecord>;
+    async fn list_signing_keys(&self, project_id: Option<&str>) -> Result<Vec<SigningKeyRecord>>;
+    /// `None` when no such key exists; revoking twice keeps the first time.
+    async fn revoke_signing_key(&self, id: &str, at_ms: i64) -> Result<Option<SigningKeyRecord>>;
+
+    /// Creates or replaces a project's credential for one provider.
+    async fn set_provider_credential(&self, credential: ProviderCredential) -> Result<()>;
+    /// `true` when there was one to delete.
+    async fn delete_provider_credential(&self, project_id: &str, provider: &str) -> Result<bool>;
+    async fn list_provider_credentials(
+        &self,
+        project_id: Option<&str>,
+    ) -> Result<Vec<ProviderCredential>>;
+
+    async fn add_credit_entry(&self, entry: CreditEntry) -> Result<()>;
+    /// Newest first (by id: ids sort by time); `before_id` pages back; `limit` is clamped
+    /// to 1..=1000.
+    async fn list_credit_entries(
+        &self,
+        project_id: &str,
+        before_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CreditEntry>>;
+    /// The exact sum of a project's credit entries.
+    async fn credit_balance(&self, project_id: &str) -> Result<Money>;
+    /// What a scope has been charged (cost plus markup) since `since_ms` (all time when
+    /// `None`), summed exactly.
+    async fn spend(&self, scope: &SpendScope, since_ms: Option<i64>) -> Result<Money>;
+
+    async fn record_audit(&self, event: AuditEvent) -> Result<()>;
+    /// Newest first (by id); `since_ms` inclusive, `until_ms` exclusive; `limit` is clamped
+    /// to 1..=1000.
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditEvent>>;
 
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
     async fn set_setting(&self, name: &str, value: &str) -> Result<()>;
@@ -53,8 +116,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives a claim back when the fetch that made it billed nothing (it failed).
     async fn release_batch_billing(&self, batch_id: &str) -> Result<()>;
 
-    /// Writes events in one transaction: all or none.
-    async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()>;
+    /// Writes usage events and their credit debits in one transaction: all or none.
+    async fn insert_usage(&self, events: &[UsageEvent], debits: &[CreditEntry]) -> Result<()>;
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage>;
     async fn usage_summary(
         &self,

@@ -1,4 +1,5 @@
-//! A small client of the gateway's admin API, used by `meshgate keys` and `meshgate usage`.
+//! A small client of the gateway's admin API, used by every command that talks to a
+//! running gateway (`keys`, `projects`, `credits`, `token`, `providers`, `usage`, `audit`).
 
 use crate::AdminTarget;
 use anyhow::{bail, Context};
@@ -45,6 +46,16 @@ impl AdminClient {
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
             .await
     }
 

@@ -1,9 +1,19 @@
-//! The `meshgate` command: `serve` runs the gateway; `keys`, `usage` talk to a running
-//! gateway's admin API; `pricing check` reads the price catalog locally.
+//! The `meshgate` command: `serve` runs the gateway; `projects`, `keys`, `credits`,
+//! `token`, `providers`, `usage` and `audit` talk to a running gateway's admin API
+//! (`token mint` can also mint locally); `pricing check` reads the price catalog locally.
+//!
+//! # Layout
+//! - `serve`: running the gateway.
+//! - `admin_client`: the admin API client (URL and admin token).
+//! - `commands`: keys, usage, audit, pricing, and the flags and printing shared.
+//! - `projects`: projects, credits and provider keys.
+//! - `tokens`: signing keys and minting participant tokens.
 
 mod admin_client;
 mod commands;
+mod projects;
 mod serve;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,10 +53,38 @@ pub struct AdminTarget {
 enum Command {
     /// Run the gateway (embedded SQLite, no configuration needed).
     Serve(serve::ServeArgs),
-    /// Create, list and revoke meshgate API keys.
+    /// Create, list, show and update projects.
+    Projects {
+        #[command(subcommand)]
+        command: projects::ProjectsCommand,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Create, list, show, update, rotate and revoke meshgate API keys.
     Keys {
         #[command(subcommand)]
         command: commands::KeysCommand,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Add to and read a project's credit ledger.
+    Credits {
+        #[command(subcommand)]
+        command: projects::CreditsCommand,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Participant tokens: signing keys, and minting from a spec file.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// A project's own provider keys (bring your own key).
+    Providers {
+        #[command(subcommand)]
+        command: projects::ProvidersCommand,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -54,6 +92,13 @@ enum Command {
     Usage {
         #[command(flatten)]
         args: commands::UsageArgs,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Show the audit log of admin actions.
+    Audit {
+        #[command(flatten)]
+        args: commands::AuditArgs,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -79,7 +124,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Projects { command, target } => projects::projects(command, &target).await,
             Command::Keys { command, target } => commands::keys(command, &target).await,
+            Command::Credits { command, target } => projects::credits(command, &target).await,
+            Command::Token { command, target } => tokens::token(command, &target).await,
+            Command::Providers { command, target } => projects::providers(command, &target).await,
+            Command::Audit { args, target } => commands::audit(args, &target).await,
             Command::Usage { args, target } => commands::usage(args, &target).await,
             Command::Pricing { command } => commands::pricing(command),
         }

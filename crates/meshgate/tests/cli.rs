@@ -205,3 +205,477 @@ fn pricing_check_names_the_source_or_says_how_to_add_a_price() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("pricing file"));
 }
+
+/// Runs the CLI against `server` with extra environment variables.
+fn meshgate_env(
+    args: &[&str],
+    server: &Server,
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .args(["--url", &server.base, "--data-dir"])
+        .arg(data_dir)
+        .env_remove("MESHGATE_ADMIN_TOKEN");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs the CLI and insists it succeeds; returns stdout.
+fn ok(args: &[&str], server: &Server, data_dir: &Path) -> String {
+    let (ok, out, err) = meshgate(args, server, data_dir);
+    assert!(ok, "meshgate {args:?} failed: {err}");
+    out
+}
+
+async fn chat_status(base: &str, key: &str, model: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/openai/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model": model, "messages": []}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_keys_with_limits_rotation_credits_and_audit() {
+    let mock = MockServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &mock);
+    let d = dir.path();
+
+    let out = ok(
+        &[
+            "projects", "create", "--id", "acme", "--name", "Acme", "--markup", "10",
+        ],
+        &server,
+        d,
+    );
+    assert!(out.contains("created project acme"), "{out}");
+    let list = ok(&["projects", "list"], &server, d);
+    assert!(list.contains("acme") && list.contains("default"), "{list}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["projects", "show", "acme"], &server, d)).unwrap();
+    assert_eq!(shown["settings"]["markup_percent"], "10");
+    let updated = ok(
+        &[
+            "projects",
+            "update",
+            "acme",
+            "--name",
+            "Acme Inc",
+            "--credits-enforced",
+            "true",
+        ],
+        &server,
+        d,
+    );
+    assert!(
+        updated.contains("Acme Inc") && updated.contains("yes"),
+        "{updated}"
+    );
+
+    // A key with models and limits.
+    let secret = ok(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "limited",
+            "--project",
+            "acme",
+            "--allowed-model",
+            "openai/gpt-4o-mini",
+            "--allowed-model",
+            "anthropic/*",
+            "--rpm",
+            "100",
+            "--budget-daily",
+            "5.00",
+            "--expires",
+            "2999-01-01T00:00:00Z",
+            "--quiet",
+        ],
+        &server,
+        d,
+    )
+    .trim()
+    .to_string();
+    assert!(secret.starts_with("mg_"));
+    let keys: serde_json::Value = serde_json::from_str(&ok(
+        &["keys", "list", "--project", "acme", "--json"],
+        &server,
+        d,
+    ))
+    .unwrap();
+    let key = &keys["data"][0];
+    let id = key["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        key["allowed_models"],
+        serde_json::json!(["openai/gpt-4o-mini", "anthropic/*"])
+    );
+    assert_eq!(key["limits"]["requests_per_minute"], 100);
+    assert_eq!(key["limits"]["spend_daily_usd"], "5");
+    let table = ok(&["keys", "list"], &server, d);
+    assert!(
+        table.contains("rpm=100") && table.contains("daily=$5"),
+        "{table}"
+    );
+    let changed = ok(
+        &[
+            "keys",
+            "update",
+            &id,
+            "--rpm",
+            "none",
+            "--budget-monthly",
+            "50",
+            "--all-models",
+        ],
+        &server,
+        d,
+    );
+    assert!(changed.contains("daily=$5 monthly=$50"), "{changed}");
+    assert!(!changed.contains("rpm="), "{changed}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["keys", "show", &id], &server, d)).unwrap();
+    assert!(shown["allowed_models"].is_null());
+
+    // Credits: the project enforces them, so the key works once there are some.
+    assert_eq!(chat_status(&server.base, &secret, "gpt-4o-mini").await, 402);
+    let added = ok(
+        &[
+            "credits",
+            "add",
+            "--project",
+            "acme",
+            "--amount",
+            "2.50",
+            "--note",
+            "welcome",
+        ],
+        &server,
+        d,
+    );
+    assert!(added.contains("grant 2.5 USD"), "{added}");
+    let (good, _, err) = meshgate(
+        &[
+            "credits",
+            "add",
+            "--project",
+            "acme",
+            "--kind",
+            "grant",
+            "--amount",
+            "-1",
+        ],
+        &server,
+        d,
+    );
+    assert!(!good && err.contains("positive"), "{err}");
+    ok(
+        &[
+            "credits",
+            "add",
+            "--project",
+            "acme",
+            "--kind",
+            "adjustment",
+            "--amount",
+            "-0.5",
+        ],
+        &server,
+        d,
+    );
+    let ledger = ok(&["credits", "list", "--project", "acme"], &server, d);
+    assert!(ledger.contains("balance: 2 USD"), "{ledger}");
+    assert!(
+        ledger.contains("welcome") && ledger.contains("adjustment"),
+        "{ledger}"
+    );
+    assert_eq!(chat_status(&server.base, &secret, "gpt-4o-mini").await, 200);
+
+    // Rotation with grace: both secrets work; without grace the old one stops.
+    let rotated = ok(
+        &["keys", "rotate", &id, "--grace", "60", "--quiet"],
+        &server,
+        d,
+    )
+    .trim()
+    .to_string();
+    assert!(rotated.starts_with("mg_") && rotated != secret);
+    assert_eq!(chat_status(&server.base, &secret, "gpt-4o-mini").await, 200);
+    assert_eq!(
+        chat_status(&server.base, &rotated, "gpt-4o-mini").await,
+        200
+    );
+    let out = ok(&["keys", "rotate", &id], &server, d);
+    assert!(out.contains("no longer works"), "{out}");
+    assert_eq!(
+        chat_status(&server.base, &rotated, "gpt-4o-mini").await,
+        401
+    );
+
+    // Provider keys come from the environment, never show again.
+    let (good, out, err) = meshgate_env(
+        &[
+            "providers",
+            "set",
+            "--project",
+            "acme",
+            "--provider",
+            "openai",
+            "--api-key-env",
+            "ACME_OPENAI_KEY",
+        ],
+        &server,
+        d,
+        &[("ACME_OPENAI_KEY", "sk-mock-openai")],
+    );
+    assert!(good, "{err}");
+    assert!(out.contains("set openai key"), "{out}");
+    let providers = ok(&["providers", "list", "--project", "acme"], &server, d);
+    assert!(
+        providers.contains("openai") && !providers.contains("sk-mock"),
+        "{providers}"
+    );
+    ok(
+        &[
+            "providers",
+            "delete",
+            "--project",
+            "acme",
+            "--provider",
+            "openai",
+        ],
+        &server,
+        d,
+    );
+
+    let usage = ok(
+        &["usage", "--group-by", "project", "--project", "acme"],
+        &server,
+        d,
+    );
+    assert!(usage.lines().any(|l| l.starts_with("acme")), "{usage}");
+
+    let audit = ok(&["audit", "--project", "acme"], &server, d);
+    for action in [
+        "project.created",
+        "project.updated",
+        "key.created",
+        "key.updated",
+        "key.rotated",
+        "credits.added",
+        "provider.set",
+        "provider.deleted",
+    ] {
+        assert!(audit.contains(action), "{action} missing: {audit}");
+    }
+    let audit_json = ok(&["audit", "--json", "--limit", "1000"], &server, d);
+    for secret in [&secret, &rotated, &"sk-mock-openai".to_string()] {
+        assert!(!audit_json.contains(secret.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_keys_and_minting_locally_and_by_the_gateway() {
+    let mock = MockServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &mock);
+    let d = dir.path();
+    ok(
+        &["projects", "create", "--id", "rooms", "--name", "Rooms"],
+        &server,
+        d,
+    );
+    let key_file = dir.path().join("signing.key");
+    let created = ok(
+        &[
+            "token",
+            "keys",
+            "create",
+            "--project",
+            "rooms",
+            "--secret-file",
+            key_file.to_str().unwrap(),
+        ],
+        &server,
+        d,
+    );
+    let kid = created
+        .split_whitespace()
+        .find(|w| w.starts_with("sk_"))
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    assert!(created.contains("secret written to"), "{created}");
+    let secret_text = std::fs::read_to_string(&key_file).unwrap();
+    assert!(
+        !created.contains(secret_text.trim()),
+        "not printed when saved"
+    );
+    let list = ok(&["token", "keys", "list", "--project", "rooms"], &server, d);
+    assert!(list.contains(&kid) && list.contains("active"), "{list}");
+
+    let spec = dir.path().join("token-spec.yaml");
+    std::fs::write(
+        &spec,
+        "version: v1\nkind: ParticipantToken\nidentity: ci-bot\nroom: standup\nexpires_in: 30m\napi:\n  llm:\n    models: [\"openai/gpt-4o-mini\"]\n",
+    )
+    .unwrap();
+
+    // Locally: no gateway involved (a URL where nothing listens).
+    let output = Command::new(BIN)
+        .args(["token", "mint", "--spec"])
+        .arg(&spec)
+        .args([
+            "--project",
+            "rooms",
+            "--signing-key-id",
+            &kid,
+            "--signing-key-file",
+        ])
+        .arg(&key_file)
+        .args(["--url", "http://127.0.0.1:9", "--admin-token", "unused"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let verifier = meshgate_tokens::VerifyingKey {
+        kid: kid.clone(),
+        project_id: "rooms".into(),
+        material: meshgate_tokens::KeyMaterial::hs256_from_text(&secret_text).unwrap(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = meshgate_tokens::verify_participant(&token, "meshgate", now, |k| {
+        (k == kid).then(|| verifier.clone())
+    })
+    .unwrap();
+    assert_eq!(claims.sub, "ci-bot");
+    assert_eq!(claims.room.as_deref(), Some("standup"));
+    assert_eq!(claims.project, "rooms");
+    assert!((now + 1790..=now + 1810).contains(&claims.exp));
+    // The gateway accepts it within its grant.
+    assert_eq!(chat_status(&server.base, &token, "gpt-4o-mini").await, 200);
+    assert_eq!(chat_status(&server.base, &token, "gpt-4o").await, 403);
+
+    // Locally without a key id: a clear refusal.
+    let (good, _, err) = meshgate(
+        &[
+            "token",
+            "mint",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--project",
+            "rooms",
+            "--signing-key-file",
+            key_file.to_str().unwrap(),
+        ],
+        &server,
+        d,
+    );
+    assert!(!good && err.contains("--signing-key-id"), "{err}");
+
+    // By the gateway (no key file): JSON with expiry and jti.
+    let minted: serde_json::Value = serde_json::from_str(&ok(
+        &[
+            "token",
+            "mint",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--project",
+            "rooms",
+            "--json",
+        ],
+        &server,
+        d,
+    ))
+    .unwrap();
+    let remote = minted["token"].as_str().unwrap().to_string();
+    assert_eq!(minted["signing_key_id"], kid.as_str());
+    assert!(
+        meshgate_tokens::verify_participant(&remote, "meshgate", now, |k| {
+            (k == kid).then(|| verifier.clone())
+        })
+        .is_ok()
+    );
+    assert_eq!(chat_status(&server.base, &remote, "gpt-4o-mini").await, 200);
+
+    // Rotating revokes the old key: its tokens stop at once.
+    let rotated = ok(&["token", "keys", "rotate", &kid], &server, d);
+    assert!(rotated.contains("secret (shown once)"), "{rotated}");
+    assert_eq!(chat_status(&server.base, &token, "gpt-4o-mini").await, 401);
+    let new_kid = rotated
+        .split_whitespace()
+        .filter(|w| w.starts_with("sk_"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{rotated}"))
+        .to_string();
+    ok(&["token", "keys", "revoke", &new_kid], &server, d);
+    let list = ok(&["token", "keys", "list", "--project", "rooms"], &server, d);
+    assert_eq!(list.matches("revoked").count(), 2, "{list}");
+
+    // An EdDSA key: the private key minted locally.
+    let ed_file = dir.path().join("ed.key");
+    let created = ok(
+        &[
+            "token",
+            "keys",
+            "create",
+            "--project",
+            "rooms",
+            "--algorithm",
+            "EdDSA",
+            "--secret-file",
+            ed_file.to_str().unwrap(),
+        ],
+        &server,
+        d,
+    );
+    let ed_kid = created
+        .split_whitespace()
+        .find(|w| w.starts_with("sk_"))
+        .unwrap()
+        .to_string();
+    let ed_token = ok(
+        &[
+            "token",
+            "mint",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--project",
+            "rooms",
+            "--signing-key-id",
+            &ed_kid,
+            "--signing-key-file",
+            ed_file.to_str().unwrap(),
+            "--algorithm",
+            "EdDSA",
+        ],
+        &server,
+        d,
+    );
+    assert_eq!(
+        chat_status(&server.base, ed_token.trim(), "gpt-4o-mini").await,
+        200
+    );
+}

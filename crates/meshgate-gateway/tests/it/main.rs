@@ -5,9 +5,14 @@
 mod harness;
 
 mod admin;
+mod admin_projects;
+mod admin_providers;
+mod admin_signing;
 mod anthropic;
 mod openai;
+mod policy;
 mod pool;
 mod refusals;
 mod relay;
 mod tls;
+mod tokens;
