@@ -90,6 +90,21 @@ impl AppState {
         Ok((Arc::new(state), ledger_task, admin))
     }
 
+    /// The same state with a provider pool of its own, for one serving thread.
+    pub fn for_thread(&self) -> Arc<AppState> {
+        Arc::new(AppState {
+            config: self.config.clone(),
+            pool: self.pool.sibling(),
+            keys: self.keys.clone(),
+            catalog: self.catalog.clone(),
+            ledger: self.ledger.clone(),
+            store: self.store.clone(),
+            openai: self.openai.clone(),
+            anthropic: self.anthropic.clone(),
+            admin_token_hash: self.admin_token_hash.clone(),
+        })
+    }
+
     pub fn provider(&self, surface: Surface) -> &Provider {
         match surface {
             Surface::OpenAi => &self.openai,
