@@ -98,11 +98,12 @@ async fn serve(
 
     let (body, filter) = upstream_body(route, &info, body);
     let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
-    let url = provider.url(&route.rest, parts.uri.query());
     let response = match upstream::send(
         &state.pool,
+        provider,
         parts.method.clone(),
-        &url,
+        &route.rest,
+        parts.uri.query(),
         headers,
         body,
         state.config.timeouts.first_byte(),
