@@ -124,6 +124,60 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
 const KEY_COLUMNS: &str =
     "id, project_id, name, prefix, secret_hash, created_ms, expires_ms, revoked_ms";
 
+/// Row counts of the cached multi-row INSERTs; every batch is a sum of them. 31 columns x
+/// 256 rows stays under SQLite's limit of 32766 bound values.
+const INSERT_ROWS: &[usize] = &[256, 64, 16, 4, 1];
+
+const INSERT_HEAD: &str = "INSERT INTO usage_events (id, request_id, project_id, key_id, surface, endpoint, provider, model, response_model, streamed, status, outcome, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, web_search_requests, images, characters, audio_seconds, service_tier, usage_json, cost_usd, price_id, error, upstream_request_id, started_ms, ttfb_ms, duration_ms) VALUES ";
+
+/// The INSERT of `INSERT_ROWS[slot]` events, built once.
+fn insert_sql(slot: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; INSERT_ROWS.len()] =
+        [const { std::sync::OnceLock::new() }; INSERT_ROWS.len()];
+    let rows = INSERT_ROWS[slot];
+    SQL[slot].get_or_init(|| {
+        let row = format!("({})", vec!["?"; 31].join(","));
+        format!("{INSERT_HEAD}{}", vec![row; rows].join(","))
+    })
+}
+
+type InsertQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn bind_event<'q>(q: InsertQuery<'q>, e: &'q UsageEvent, usage_json: &'q str) -> InsertQuery<'q> {
+    let u = &e.usage;
+    q.bind(e.id.as_str())
+        .bind(e.request_id.as_str())
+        .bind(e.project_id.as_str())
+        .bind(e.key_id.as_deref())
+        .bind(e.surface.as_str())
+        .bind(e.endpoint.as_str())
+        .bind(e.provider.as_str())
+        .bind(e.model.as_deref())
+        .bind(e.response_model.as_deref())
+        .bind(e.streamed)
+        .bind(e.status.map(i64::from))
+        .bind(e.outcome.as_str())
+        .bind(opt_u64(u.input_uncached))
+        .bind(opt_u64(u.cache_read))
+        .bind(opt_u64(u.cache_write_5m))
+        .bind(opt_u64(u.cache_write_1h))
+        .bind(opt_u64(u.output))
+        .bind(opt_u64(u.reasoning))
+        .bind(opt_u64(u.web_search_requests))
+        .bind(opt_u64(u.images))
+        .bind(opt_u64(u.characters))
+        .bind(u.audio_seconds.map(|d| d.to_string()))
+        .bind(u.service_tier.map(ServiceTier::as_str))
+        .bind(usage_json)
+        .bind(e.cost_usd.map(|m| m.to_string()))
+        .bind(e.price_id.as_deref())
+        .bind(e.error.as_deref())
+        .bind(e.upstream_request_id.as_deref())
+        .bind(e.started_ms)
+        .bind(e.ttfb_ms)
+        .bind(e.duration_ms)
+}
+
 fn opt_u64(v: Option<u64>) -> Option<i64> {
     v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -300,56 +354,27 @@ impl Store for SqliteStore {
     }
 
     async fn insert_usage(&self, events: &[UsageEvent]) -> Result<()> {
-        // One multi-row INSERT per slice: a statement per event costs a round trip to
-        // SQLite's worker thread each. 31 columns x 500 rows stays under SQLite's limit of
-        // 32766 bound values.
+        // Multi-row INSERTs of a few fixed sizes, largest first: a statement per event costs
+        // a round trip to SQLite's worker thread each, and a statement per batch size would
+        // be parsed anew every time (or, cached, hold megabytes per size). These few stay
+        // prepared in the connection's cache.
+        let usage_json = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.usage))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|err| StoreError::Corrupt(format!("usage: {err}")))?;
         let mut tx = self.pool.begin().await?;
-        for slice in events.chunks(500) {
-            let usage_json = slice
-                .iter()
-                .map(|e| serde_json::to_string(&e.usage))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| StoreError::Corrupt(format!("usage: {err}")))?;
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_events (id, request_id, project_id, key_id, surface, endpoint, provider, model, response_model, streamed, status, outcome, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, web_search_requests, images, characters, audio_seconds, service_tier, usage_json, cost_usd, price_id, error, upstream_request_id, started_ms, ttfb_ms, duration_ms) ",
-            );
-            q.push_values(slice.iter().zip(usage_json), |mut row, (e, json)| {
-                let u = &e.usage;
-                row.push_bind(e.id.clone())
-                    .push_bind(e.request_id.clone())
-                    .push_bind(e.project_id.clone())
-                    .push_bind(e.key_id.clone())
-                    .push_bind(e.surface.clone())
-                    .push_bind(e.endpoint.clone())
-                    .push_bind(e.provider.clone())
-                    .push_bind(e.model.clone())
-                    .push_bind(e.response_model.clone())
-                    .push_bind(e.streamed)
-                    .push_bind(e.status.map(i64::from))
-                    .push_bind(e.outcome.as_str())
-                    .push_bind(opt_u64(u.input_uncached))
-                    .push_bind(opt_u64(u.cache_read))
-                    .push_bind(opt_u64(u.cache_write_5m))
-                    .push_bind(opt_u64(u.cache_write_1h))
-                    .push_bind(opt_u64(u.output))
-                    .push_bind(opt_u64(u.reasoning))
-                    .push_bind(opt_u64(u.web_search_requests))
-                    .push_bind(opt_u64(u.images))
-                    .push_bind(opt_u64(u.characters))
-                    .push_bind(u.audio_seconds.map(|d| d.to_string()))
-                    .push_bind(u.service_tier.map(ServiceTier::as_str))
-                    .push_bind(json)
-                    .push_bind(e.cost_usd.map(|m| m.to_string()))
-                    .push_bind(e.price_id.clone())
-                    .push_bind(e.error.clone())
-                    .push_bind(e.upstream_request_id.clone())
-                    .push_bind(e.started_ms)
-                    .push_bind(e.ttfb_ms)
-                    .push_bind(e.duration_ms);
-            });
-            // Not cached: each row count is a statement of its own, and hundreds of cached
-            // giant statements would hold hundreds of megabytes.
-            q.build().persistent(false).execute(&mut *tx).await?;
+        let mut rest = events.iter().zip(usage_json.iter());
+        let mut left = events.len();
+        for (slot, &rows) in INSERT_ROWS.iter().enumerate() {
+            while left >= rows {
+                let mut q = sqlx::query(insert_sql(slot));
+                for (e, json) in rest.by_ref().take(rows) {
+                    q = bind_event(q, e, json);
+                }
+                q.execute(&mut *tx).await?;
+                left -= rows;
+            }
         }
         tx.commit().await?;
         Ok(())
