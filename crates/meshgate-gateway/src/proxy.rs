@@ -126,7 +126,7 @@ async fn serve(
         }
     };
 
-    let (head, upstream_body) = response.into_parts();
+    let (mut head, upstream_body) = response.into_parts();
     let status = head.status;
     let upstream_request_id = head
         .headers
@@ -156,7 +156,7 @@ async fn serve(
     let mut builder = Response::builder().status(status);
     if let Some(headers) = builder.headers_mut() {
         let keep_length = !is_sse && filter.is_none() && !rewrite;
-        *headers = upstream::client_headers(&head.headers, keep_length);
+        *headers = upstream::client_headers(std::mem::take(&mut head.headers), keep_length);
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }

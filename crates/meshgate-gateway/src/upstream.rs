@@ -192,23 +192,26 @@ pub fn upstream_headers(
 }
 
 /// The provider's response headers that reach the client: all but hop-by-hop, cookies
-/// and (when meshgate changes the body) the length.
-pub fn client_headers(upstream: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len() + 1);
-    for (name, value) in upstream {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || n == "set-cookie"
-            || n == "upgrade"
-            || (!keep_length && n == "content-length")
-            || listed.iter().any(|l| l == n)
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// and (when meshgate changes the body) the length. Filtered in place: usually nothing
+/// goes, and then nothing is copied.
+pub fn client_headers(mut upstream: HeaderMap, keep_length: bool) -> HeaderMap {
+    let listed = connection_listed(&upstream);
+    let dropped: Vec<HeaderName> = upstream
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            HOP_BY_HOP.contains(&n)
+                || n == "set-cookie"
+                || n == "upgrade"
+                || (!keep_length && n == "content-length")
+                || listed.iter().any(|l| l == n)
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        upstream.remove(name);
     }
-    out
+    upstream
 }
 
 /// Why a send failed, in words a client can act on.
@@ -362,6 +365,32 @@ mod tests {
         let out = upstream_headers(&h, &o, o.api_key.as_ref().unwrap());
         assert_eq!(out.get("authorization").unwrap(), "Bearer sk-server");
         assert!(out.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn client_headers_drop_hop_by_hop_cookies_and_maybe_the_length() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "text/event-stream"),
+            ("content-length", "12"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-request-id", "req_1"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let kept = client_headers(h.clone(), true);
+        let names: Vec<&str> = kept.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(kept.get("content-length").unwrap(), "12");
+        assert_eq!(kept.get("x-request-id").unwrap(), "req_1");
+        let out = client_headers(h, false);
+        assert!(out.get("content-length").is_none());
+        assert_eq!(out.get("content-type").unwrap(), "text/event-stream");
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
