@@ -40,7 +40,8 @@ import sse_client
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-RELEASE = ROOT / "target" / "release"
+# BENCH_BIN_DIR: measure binaries built elsewhere (e.g. a copy of an earlier build).
+RELEASE = Path(os.environ.get("BENCH_BIN_DIR") or ROOT / "target" / "release")
 MOCK_KEY = "sk-mock-openai"
 ADMIN_TOKEN = "bench-admin-token"
 TICK = os.sysconf("SC_CLK_TCK")

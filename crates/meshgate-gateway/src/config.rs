@@ -19,6 +19,7 @@ pub struct Config {
     /// Base URL clients reach meshgate at, used to rewrite batch `results_url`s;
     /// empty means `http://<Host header>`.
     pub public_url: String,
+    pub server: ServerConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub pricing: PricingConfig,
@@ -89,6 +90,24 @@ impl Default for BudgetConfig {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Serving threads, each with its own runtime, listener and provider connections;
+    /// 0 means one per available core.
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// The number of serving threads `threads` asks for.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -151,6 +170,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             database_url: String::new(),
             public_url: String::new(),
+            server: ServerConfig::default(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             pricing: PricingConfig::default(),
@@ -281,7 +301,7 @@ impl Config {
 
     /// Environment overrides: `MESHGATE_LISTEN`, `MESHGATE_DATA_DIR`, `MESHGATE_DATABASE_URL`,
     /// `MESHGATE_PUBLIC_URL`, `MESHGATE_OPENAI_BASE_URL`, `MESHGATE_ANTHROPIC_BASE_URL`,
-    /// `MESHGATE_MAX_BODY_BYTES`.
+    /// `MESHGATE_MAX_BODY_BYTES`, `MESHGATE_THREADS`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("MESHGATE_LISTEN") {
             self.listen = v
@@ -312,6 +332,15 @@ impl Config {
                 v.parse()
                     .map_err(|e: std::num::ParseIntError| ConfigError::Env {
                         var: "MESHGATE_MAX_BODY_BYTES",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    })?;
+        }
+        if let Some(v) = get("MESHGATE_THREADS") {
+            self.server.threads =
+                v.parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                        var: "MESHGATE_THREADS",
                         value: v.clone(),
                         reason: e.to_string(),
                     })?;

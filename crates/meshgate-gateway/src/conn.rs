@@ -53,6 +53,31 @@ impl Origin {
     }
 }
 
+/// Where requests go: the origin (the pool's key) and the Host header, worked out once per
+/// provider rather than per call.
+#[derive(Debug, Clone)]
+pub struct Target {
+    origin: Arc<Origin>,
+    host: HeaderValue,
+}
+
+impl Target {
+    /// The target of an absolute URL.
+    pub fn of(uri: &Uri) -> Result<Target, SendError> {
+        let origin = Origin::of(uri)?;
+        // The URL's authority is the Host header as written (port and IPv6 brackets kept).
+        let host = uri
+            .authority()
+            .map(|a| HeaderValue::from_str(a.as_str()))
+            .ok_or_else(|| SendError::Other(format!("no host in {uri}")))?
+            .map_err(|e| SendError::Other(e.to_string()))?;
+        Ok(Target {
+            origin: Arc::new(origin),
+            host,
+        })
+    }
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -141,7 +166,7 @@ impl Conn {
 
 /// The pool of provider connections, shared by every call.
 pub struct Pool {
-    idle: Mutex<HashMap<Origin, Vec<Conn>>>,
+    idle: Mutex<HashMap<Arc<Origin>, Vec<Conn>>>,
     tls: TlsConnector,
     connect_timeout: Duration,
 }
@@ -157,6 +182,16 @@ impl Pool {
         })
     }
 
+    /// An empty pool with the same TLS settings, for a serving thread of its own: its
+    /// connections are then read and written by that thread only.
+    pub fn sibling(&self) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            tls: self.tls.clone(),
+            connect_timeout: self.connect_timeout,
+        })
+    }
+
     fn checkout(&self, origin: &Origin) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(origin)?;
@@ -168,10 +203,10 @@ impl Pool {
         None
     }
 
-    fn give_back(&self, origin: Origin, mut conn: Conn) {
+    fn give_back(&self, origin: &Arc<Origin>, mut conn: Conn) {
         conn.idle_since = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(origin).or_default();
+            let list = idle.entry(origin.clone()).or_default();
             if list.len() < IDLE_PER_ORIGIN {
                 list.push(conn);
             }
@@ -219,31 +254,35 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (an absolute URL) and waits for the response head within
-    /// `first_byte`. A pooled connection that turns out closed before the request was
-    /// written is replaced by a fresh one.
+    /// Sends `request` (an absolute URL) as [`Pool::send_to`] does.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
         first_byte: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let origin = Origin::of(request.uri())?;
-        let target = request
+        let target = Target::of(request.uri())?;
+        let path = request
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/")
             .parse::<Uri>()
             .map_err(|e| SendError::Other(e.to_string()))?;
-        // The URL's authority is the Host header as written (port and IPv6 brackets kept).
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| HeaderValue::from_str(a.as_str()))
-            .ok_or_else(|| SendError::Other(format!("no host in {}", request.uri())))?
-            .map_err(|e| SendError::Other(e.to_string()))?;
-        *request.uri_mut() = target;
-        request.headers_mut().insert(HOST, host);
+        *request.uri_mut() = path;
+        self.send_to(&target, request, first_byte).await
+    }
+
+    /// Sends `request` (its URI a path and query) to `target` and waits for the response
+    /// head within `first_byte`. A pooled connection that turns out closed before the
+    /// request was written is replaced by a fresh one.
+    pub async fn send_to(
+        self: &Arc<Self>,
+        target: &Target,
+        mut request: Request<Full<Bytes>>,
+        first_byte: Duration,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        request.headers_mut().insert(HOST, target.host.clone());
+        let origin = &target.origin;
 
         let deadline = tokio::time::Instant::now() + first_byte;
         let mut request = Some(request);
@@ -251,9 +290,9 @@ impl Pool {
             let Some(next) = request.take() else {
                 return Err(SendError::Other("the request could not be sent".into()));
             };
-            let (mut conn, reused) = match self.checkout(&origin) {
+            let (mut conn, reused) = match self.checkout(origin) {
                 Some(conn) => (conn, true),
-                None => (self.connect(&origin).await?, false),
+                None => (self.connect(origin).await?, false),
             };
             let sent = tokio::time::timeout_at(deadline, exchange(&mut conn, next)).await;
             match sent {
@@ -263,7 +302,7 @@ impl Pool {
                         incoming,
                         conn: Some(conn),
                         pool: self.clone(),
-                        origin,
+                        origin: origin.clone(),
                     }))
                 }
                 Ok(Err(mut e)) => match e.take_message() {
@@ -298,14 +337,14 @@ pub struct UpstreamBody {
     incoming: Incoming,
     conn: Option<Conn>,
     pool: Arc<Pool>,
-    origin: Origin,
+    origin: Arc<Origin>,
 }
 
 impl UpstreamBody {
     fn release(&mut self, cx: &mut Context<'_>) {
         if let Some(mut conn) = self.conn.take() {
             if conn.drive(cx) && conn.sender.is_ready() {
-                self.pool.give_back(self.origin.clone(), conn);
+                self.pool.give_back(&self.origin, conn);
             }
         }
     }

@@ -80,4 +80,17 @@ impl Gateway {
         self.ledger_task.await?;
         Ok(())
     }
+
+    /// As [`Gateway::run`], with each of `listeners` (from [`server::bind`]) served by a
+    /// thread of its own.
+    pub async fn run_threads(
+        self,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        server::serve_threads(self.state.clone(), listeners, shutdown).await?;
+        drop(self.state);
+        self.ledger_task.await?;
+        Ok(())
+    }
 }

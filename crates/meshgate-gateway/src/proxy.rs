@@ -154,11 +154,12 @@ async fn serve(
 
     let (body, filter) = upstream_body(route, &info, body);
     let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
-    let url = provider.url(&route.rest, parts.uri.query());
     let response = match upstream::send(
         &state.pool,
+        provider,
         parts.method.clone(),
-        &url,
+        &route.rest,
+        parts.uri.query(),
         headers,
         body,
         state.config.timeouts.first_byte(),
@@ -181,7 +182,7 @@ async fn serve(
         }
     };
 
-    let (head, upstream_body) = response.into_parts();
+    let (mut head, upstream_body) = response.into_parts();
     let status = head.status;
     let upstream_request_id = head
         .headers
@@ -211,7 +212,7 @@ async fn serve(
     let mut builder = Response::builder().status(status);
     if let Some(headers) = builder.headers_mut() {
         let keep_length = !is_sse && filter.is_none() && !rewrite;
-        *headers = upstream::client_headers(&head.headers, keep_length);
+        *headers = upstream::client_headers(std::mem::take(&mut head.headers), keep_length);
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }

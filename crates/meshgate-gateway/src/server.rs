@@ -1,9 +1,12 @@
 //! The server: accepts connections (TCP_NODELAY, HTTP/1.1 and HTTP/2), routes admin and
 //! proxied calls, and on shutdown stops accepting, lets in-flight calls finish within the
-//! grace period, then flushes the ledger.
+//! grace period, then flushes the ledger. `meshgate serve` runs one single-threaded runtime
+//! per serving thread, each with its own listener (`SO_REUSEPORT`) and provider pool, so
+//! that a call is served by one thread from accept to settlement.
 
 use crate::state::AppState;
 use crate::{admin, proxy};
+use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::routing::get;
 use axum::Router;
@@ -12,8 +15,10 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -26,15 +31,124 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then drains connections (bounded by
-/// `timeouts.shutdown_grace_ms`) and closes the ledger; every settlement has been queued
-/// to the ledger when this returns.
+/// Serves `listener` on the current runtime until `shutdown` resolves, then drains
+/// connections (bounded by `timeouts.shutdown_grace_ms`) and closes the ledger; every
+/// settlement has been queued to the ledger when this returns.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone());
+    accept_loop(state.clone(), listener, shutdown).await;
+    state.ledger.close();
+    Ok(())
+}
+
+/// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, so that the kernel
+/// spreads connections over them; port 0 is resolved by the first. One socket where
+/// `SO_REUSEPORT` does not exist.
+pub fn bind(addr: SocketAddr, count: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let count = if cfg!(unix) { count.max(1) } else { 1 };
+    let first = reuseport_listener(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(reuseport_listener(addr)?);
+    }
+    Ok(listeners)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves each of `listeners` (from [`bind`]) on a thread of its own, with a current-thread
+/// runtime and a provider pool of its own, until `shutdown`; then every thread drains as
+/// [`serve`] does, and the ledger is closed once all are done.
+pub async fn serve_threads(
+    state: Arc<AppState>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let mut threads = Vec::with_capacity(listeners.len());
+    let mut failed = None;
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let started = start_thread(i, state.for_thread(), listener, stopped.clone());
+        match started {
+            Ok(done) => threads.push(done),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        shutdown.await;
+    }
+    let _ = stop.send(true);
+    for done in threads {
+        let result = done
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a serving thread panicked")));
+        if let Err(e) = result {
+            failed.get_or_insert(e);
+        }
+    }
+    state.ledger.close();
+    failed.map_or(Ok(()), Err)
+}
+
+/// Starts one serving thread; the receiver gets its result once it has drained.
+fn start_thread(
+    index: usize,
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<oneshot::Receiver<anyhow::Result<()>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a serving runtime")?;
+    let (done, result) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("meshgate-serve-{index}"))
+        .spawn(move || {
+            let served = runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                accept_loop(state, listener, async move {
+                    // A dropped sender stops the thread too.
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+                Ok(())
+            });
+            // Tasks left on the runtime (HTTP/2 streams) settle as it drops, before the
+            // ledger is closed.
+            drop(runtime);
+            let _ = done.send(served);
+        })
+        .context("cannot start a serving thread")?;
+    Ok(result)
+}
+
+/// Accepts until `shutdown`, then stops accepting, lets open connections finish within the
+/// grace period and cuts the rest.
+async fn accept_loop(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let grace = state.config.timeouts.shutdown_grace();
+    let app = router(state);
     let builder = Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -65,7 +179,6 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let grace = state.config.timeouts.shutdown_grace();
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
@@ -75,6 +188,4 @@ pub async fn serve(
     }
     // Aborted connections drop their bodies, which settles their calls.
     while connections.join_next().await.is_some() {}
-    state.ledger.close();
-    Ok(())
 }

@@ -34,11 +34,11 @@ pub struct AppState {
     pub budgets: Arc<Budgets>,
     pub rate_limits: Arc<RateLimiter>,
     /// Seals provider keys and signing secrets at rest.
-    pub secrets: SecretKey,
+    pub secrets: Arc<SecretKey>,
     /// Signs and verifies delegations.
     pub delegation_secret: Vec<u8>,
     /// Verifies OAuth access tokens, when an issuer is configured.
-    pub oauth: Option<meshgate_tokens::OidcVerifier>,
+    pub oauth: Option<Arc<meshgate_tokens::OidcVerifier>>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -92,7 +92,10 @@ impl AppState {
                 min_refresh_interval: std::time::Duration::from_secs(10),
             })
         });
-        let oauth = oauth.transpose().context("invalid [auth.oauth] settings")?;
+        let oauth = oauth
+            .transpose()
+            .context("invalid [auth.oauth] settings")?
+            .map(Arc::new);
         let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
@@ -116,10 +119,31 @@ impl AppState {
             budgets: Arc::new(Budgets::new(store.clone())),
             rate_limits: Arc::new(RateLimiter::default()),
             delegation_secret: secrets.derive("meshgate delegation v1"),
-            secrets,
+            secrets: Arc::new(secrets),
             oauth,
         };
         Ok((Arc::new(state), ledger_task, admin))
+    }
+
+    /// The same state with a provider pool of its own, for one serving thread.
+    pub fn for_thread(&self) -> Arc<AppState> {
+        Arc::new(AppState {
+            config: self.config.clone(),
+            pool: self.pool.sibling(),
+            keys: self.keys.clone(),
+            catalog: self.catalog.clone(),
+            ledger: self.ledger.clone(),
+            store: self.store.clone(),
+            openai: self.openai.clone(),
+            anthropic: self.anthropic.clone(),
+            admin_token_hash: self.admin_token_hash.clone(),
+            tenants: self.tenants.clone(),
+            budgets: self.budgets.clone(),
+            rate_limits: self.rate_limits.clone(),
+            secrets: self.secrets.clone(),
+            delegation_secret: self.delegation_secret.clone(),
+            oauth: self.oauth.clone(),
+        })
     }
 
     pub fn provider(&self, surface: Surface) -> &Provider {

@@ -2,11 +2,11 @@
 //! gateway in each direction, and the provider key injected in place of the client's.
 
 use crate::config::{Config, ProviderConfig};
-use crate::conn::{Pool, UpstreamBody};
+use crate::conn::{Pool, Target, UpstreamBody};
 use crate::error::{ErrorKind, GatewayError};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use meshgate_types::Surface;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub struct Provider {
     /// `None` when the key's environment variable is unset: calls get a clear 503.
     pub api_key: Option<HeaderValue>,
     pub api_key_env: String,
+    /// Where calls go and the path before `rest`, worked out once; `None` for a base URL
+    /// that only the per-call absolute URL handles (its error is then the call's).
+    target: Option<(Target, String)>,
 }
 
 impl Provider {
@@ -42,13 +45,29 @@ impl Provider {
                 v.set_sensitive(true);
                 Some(v)
             });
-        Provider {
+        let mut provider = Provider {
             name,
             surface,
             base_url: config.base_url.trim_end_matches('/').to_string(),
             api_key,
             api_key_env: config.api_key_env.clone(),
+            target: None,
+        };
+        provider.target = provider.fixed_target();
+        provider
+    }
+
+    /// The target and path prefix of `url("")`, when the URL splits into exactly these.
+    fn fixed_target(&self) -> Option<(Target, String)> {
+        let full = self.url("", None);
+        let base = full.strip_suffix('/')?;
+        let uri = full.parse::<Uri>().ok()?;
+        let prefix = uri.path().strip_suffix('/')?;
+        let rebuilt = format!("{}://{}{prefix}", uri.scheme_str()?, uri.authority()?);
+        if uri.query().is_some() || rebuilt != base {
+            return None;
         }
+        Some((Target::of(&uri).ok()?, prefix.to_string()))
     }
 
     /// This provider called with a project's own key, and its own base URL if it gave one.
@@ -61,7 +80,7 @@ impl Provider {
             v.set_sensitive(true);
             v
         });
-        Provider {
+        let mut provider = Provider {
             name: self.name,
             surface: self.surface,
             base_url: base_url
@@ -69,7 +88,13 @@ impl Provider {
                 .unwrap_or_else(|| self.base_url.clone()),
             api_key,
             api_key_env: format!("the project's {} key", self.name),
-        }
+            target: None,
+        };
+        provider.target = match base_url {
+            None => self.target.clone(),
+            Some(_) => provider.fixed_target(),
+        };
+        provider
     }
 
     /// The upstream URL for a path below `/v1/` (`rest`) and the client's query string.
@@ -194,23 +219,26 @@ pub fn upstream_headers(
 }
 
 /// The provider's response headers that reach the client: all but hop-by-hop, cookies
-/// and (when meshgate changes the body) the length.
-pub fn client_headers(upstream: &HeaderMap, keep_length: bool) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len() + 1);
-    for (name, value) in upstream {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || n == "set-cookie"
-            || n == "upgrade"
-            || (!keep_length && n == "content-length")
-            || listed.iter().any(|l| l == n)
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// and (when meshgate changes the body) the length. Filtered in place: usually nothing
+/// goes, and then nothing is copied.
+pub fn client_headers(mut upstream: HeaderMap, keep_length: bool) -> HeaderMap {
+    let listed = connection_listed(&upstream);
+    let dropped: Vec<HeaderName> = upstream
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            HOP_BY_HOP.contains(&n)
+                || n == "set-cookie"
+                || n == "upgrade"
+                || (!keep_length && n == "content-length")
+                || listed.iter().any(|l| l == n)
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        upstream.remove(name);
     }
-    out
+    upstream
 }
 
 /// Why a send failed, in words a client can act on.
@@ -259,22 +287,46 @@ impl SendError {
     }
 }
 
-/// Sends one request and waits for the response head, bounded by the first-byte timeout.
+/// Sends one request to `provider`'s `rest` (the path below `/v1/`) and waits for the
+/// response head, bounded by the first-byte timeout.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     pool: &Arc<Pool>,
+    provider: &Provider,
     method: Method,
-    url: &str,
+    rest: &str,
+    query: Option<&str>,
     headers: HeaderMap,
     body: Bytes,
     first_byte: Duration,
 ) -> Result<Response<UpstreamBody>, SendError> {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(body))
-        .map_err(|e| SendError::Other(e.to_string()))?;
-    *request.headers_mut() = headers;
-    pool.send(request, first_byte).await
+    let build = |uri: String| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| SendError::Other(e.to_string()))?;
+        *request.headers_mut() = headers;
+        Ok::<_, SendError>(request)
+    };
+    match &provider.target {
+        Some((target, prefix)) => {
+            let mut path =
+                String::with_capacity(prefix.len() + rest.len() + 2 + query.map_or(0, str::len));
+            path.push_str(prefix);
+            path.push('/');
+            path.push_str(rest);
+            if let Some(q) = query {
+                path.push('?');
+                path.push_str(q);
+            }
+            pool.send_to(target, build(path)?, first_byte).await
+        }
+        None => {
+            pool.send(build(provider.url(rest, query))?, first_byte)
+                .await
+        }
+    }
 }
 
 /// An error and its causes, in one line.
@@ -343,6 +395,32 @@ mod tests {
     }
 
     #[test]
+    fn client_headers_drop_hop_by_hop_cookies_and_maybe_the_length() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "text/event-stream"),
+            ("content-length", "12"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-request-id", "req_1"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let kept = client_headers(h.clone(), true);
+        let names: Vec<&str> = kept.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(kept.get("content-length").unwrap(), "12");
+        assert_eq!(kept.get("x-request-id").unwrap(), "req_1");
+        let out = client_headers(h, false);
+        assert!(out.get("content-length").is_none());
+        assert_eq!(out.get("content-type").unwrap(), "text/event-stream");
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
     fn urls() {
         assert_eq!(
             provider(Surface::OpenAi).url("chat/completions", None),
@@ -352,5 +430,17 @@ mod tests {
             provider(Surface::Anthropic).url("messages", Some("beta=true")),
             "http://up/v1/v1/messages?beta=true"
         );
+        let (_, prefix) = provider(Surface::Anthropic).target.unwrap();
+        assert_eq!(prefix, "/v1/v1");
+        let root = Provider::from_config(
+            "p",
+            Surface::OpenAi,
+            &ProviderConfig {
+                base_url: "https://up:8443".into(),
+                api_key_env: "K".into(),
+            },
+            &|_| None,
+        );
+        assert_eq!(root.target.unwrap().1, "");
     }
 }

@@ -164,9 +164,72 @@ const USAGE_INSERT_COLUMNS: &[&str] = &[
     "duration_ms",
 ];
 
-/// Events per multi-row INSERT: 37 columns x 885 rows stays under the parameter ceiling.
-const USAGE_ROWS_PER_INSERT: usize = MAX_BOUND_PARAMETERS / USAGE_INSERT_COLUMNS.len();
-const _: () = assert!(USAGE_ROWS_PER_INSERT * USAGE_INSERT_COLUMNS.len() <= MAX_BOUND_PARAMETERS);
+/// Row counts of the cached multi-row INSERTs; every batch is a sum of them.
+const INSERT_ROWS: &[usize] = &[256, 64, 16, 4, 1];
+const _: () = assert!(INSERT_ROWS[0] * USAGE_INSERT_COLUMNS.len() <= MAX_BOUND_PARAMETERS);
+
+/// The INSERT of `INSERT_ROWS[slot]` events, built once.
+fn insert_sql(slot: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; INSERT_ROWS.len()] =
+        [const { std::sync::OnceLock::new() }; INSERT_ROWS.len()];
+    SQL[slot].get_or_init(|| {
+        let row = format!("({})", vec!["?"; USAGE_INSERT_COLUMNS.len()].join(","));
+        format!(
+            "INSERT INTO usage_events ({}) VALUES {}",
+            USAGE_INSERT_COLUMNS.join(", "),
+            vec![row; INSERT_ROWS[slot]].join(",")
+        )
+    })
+}
+
+type InsertQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds one event in the order of `USAGE_INSERT_COLUMNS`.
+fn bind_event<'q>(
+    q: InsertQuery<'q>,
+    e: &'q UsageEvent,
+    usage_json: &'q str,
+    annotations_json: &'q str,
+) -> InsertQuery<'q> {
+    let u = &e.usage;
+    q.bind(e.id.as_str())
+        .bind(e.request_id.as_str())
+        .bind(e.project_id.as_str())
+        .bind(e.key_id.as_deref())
+        .bind(e.token_id.as_deref())
+        .bind(e.user.as_deref())
+        .bind(e.room.as_deref())
+        .bind(e.delegation_id.as_deref())
+        .bind(annotations_json)
+        .bind(e.surface.as_str())
+        .bind(e.endpoint.as_str())
+        .bind(e.provider.as_str())
+        .bind(e.model.as_deref())
+        .bind(e.response_model.as_deref())
+        .bind(e.streamed)
+        .bind(e.status.map(i64::from))
+        .bind(e.outcome.as_str())
+        .bind(opt_u64(u.input_uncached))
+        .bind(opt_u64(u.cache_read))
+        .bind(opt_u64(u.cache_write_5m))
+        .bind(opt_u64(u.cache_write_1h))
+        .bind(opt_u64(u.output))
+        .bind(opt_u64(u.reasoning))
+        .bind(opt_u64(u.web_search_requests))
+        .bind(opt_u64(u.images))
+        .bind(opt_u64(u.characters))
+        .bind(u.audio_seconds.map(|d| d.to_string()))
+        .bind(u.service_tier.map(ServiceTier::as_str))
+        .bind(usage_json)
+        .bind(e.cost_usd.map(|m| m.to_string()))
+        .bind(e.markup_usd.map(|m| m.to_string()))
+        .bind(e.price_id.as_deref())
+        .bind(e.error.as_deref())
+        .bind(e.upstream_request_id.as_deref())
+        .bind(e.started_ms)
+        .bind(e.ttfb_ms)
+        .bind(e.duration_ms)
+}
 
 const CREDIT_COLUMNS: &str = "id, project_id, kind, amount_usd, created_ms, actor, note";
 /// Credit entries per multi-row INSERT (7 columns each).
@@ -800,69 +863,30 @@ impl Store for SqliteStore {
     }
 
     async fn insert_usage(&self, events: &[UsageEvent], debits: &[CreditEntry]) -> Result<()> {
-        // One multi-row INSERT per slice: a statement per event costs a round trip to
-        // SQLite's worker thread each. Events and debits share one transaction, so a
-        // balance never shows a debit without its event, nor the reverse.
-        let insert = format!(
-            "INSERT INTO usage_events ({}) ",
-            USAGE_INSERT_COLUMNS.join(", ")
-        );
+        // Multi-row INSERTs of a few fixed sizes, largest first: a statement per event costs
+        // a round trip to SQLite's worker thread each, and a statement per batch size would
+        // be parsed anew every time (or, cached, hold megabytes per size). These few stay
+        // prepared in the connection's cache. Events and debits share one transaction, so
+        // a balance never shows a debit without its event, nor the reverse.
+        let mut json = Vec::with_capacity(events.len());
+        for e in events {
+            json.push((
+                to_json("usage", &e.usage)?,
+                to_json("annotations", &e.annotations)?,
+            ));
+        }
         let mut tx = self.pool.begin().await?;
-        for slice in events.chunks(USAGE_ROWS_PER_INSERT) {
-            let mut json = Vec::with_capacity(slice.len());
-            for e in slice {
-                json.push((
-                    to_json("usage", &e.usage)?,
-                    to_json("annotations", &e.annotations)?,
-                ));
+        let mut rest = events.iter().zip(json.iter());
+        let mut left = events.len();
+        for (slot, &rows) in INSERT_ROWS.iter().enumerate() {
+            while left >= rows {
+                let mut q = sqlx::query(insert_sql(slot));
+                for (e, (usage_json, annotations_json)) in rest.by_ref().take(rows) {
+                    q = bind_event(q, e, usage_json, annotations_json);
+                }
+                q.execute(&mut *tx).await?;
+                left -= rows;
             }
-            let mut q = QueryBuilder::<Sqlite>::new(&insert);
-            q.push_values(
-                slice.iter().zip(json),
-                |mut row, (e, (usage_json, annotations_json))| {
-                    let u = &e.usage;
-                    row.push_bind(e.id.clone())
-                        .push_bind(e.request_id.clone())
-                        .push_bind(e.project_id.clone())
-                        .push_bind(e.key_id.clone())
-                        .push_bind(e.token_id.clone())
-                        .push_bind(e.user.clone())
-                        .push_bind(e.room.clone())
-                        .push_bind(e.delegation_id.clone())
-                        .push_bind(annotations_json)
-                        .push_bind(e.surface.clone())
-                        .push_bind(e.endpoint.clone())
-                        .push_bind(e.provider.clone())
-                        .push_bind(e.model.clone())
-                        .push_bind(e.response_model.clone())
-                        .push_bind(e.streamed)
-                        .push_bind(e.status.map(i64::from))
-                        .push_bind(e.outcome.as_str())
-                        .push_bind(opt_u64(u.input_uncached))
-                        .push_bind(opt_u64(u.cache_read))
-                        .push_bind(opt_u64(u.cache_write_5m))
-                        .push_bind(opt_u64(u.cache_write_1h))
-                        .push_bind(opt_u64(u.output))
-                        .push_bind(opt_u64(u.reasoning))
-                        .push_bind(opt_u64(u.web_search_requests))
-                        .push_bind(opt_u64(u.images))
-                        .push_bind(opt_u64(u.characters))
-                        .push_bind(u.audio_seconds.map(|d| d.to_string()))
-                        .push_bind(u.service_tier.map(ServiceTier::as_str))
-                        .push_bind(usage_json)
-                        .push_bind(e.cost_usd.map(|m| m.to_string()))
-                        .push_bind(e.markup_usd.map(|m| m.to_string()))
-                        .push_bind(e.price_id.clone())
-                        .push_bind(e.error.clone())
-                        .push_bind(e.upstream_request_id.clone())
-                        .push_bind(e.started_ms)
-                        .push_bind(e.ttfb_ms)
-                        .push_bind(e.duration_ms);
-                },
-            );
-            // Not cached: each row count is a statement of its own, and hundreds of cached
-            // giant statements would hold hundreds of megabytes.
-            q.build().persistent(false).execute(&mut *tx).await?;
         }
         insert_credits(&mut tx, debits).await?;
         tx.commit().await?;

@@ -199,8 +199,9 @@ async fn keys_settings_and_usage(store: &dyn Store) {
         .events
         .is_empty());
 
-    // A batch larger than one INSERT statement holds is written whole.
-    let big: Vec<UsageEvent> = (1000..2200)
+    // A batch larger than one INSERT statement holds is written whole (1207 rows: every
+    // statement size the SQLite store uses).
+    let big: Vec<UsageEvent> = (1000..2207)
         .map(|n| event(n, "key_b", "gpt-4o-mini", "0.001"))
         .collect();
     store.insert_usage(&big, &[]).await.unwrap();
@@ -209,8 +210,8 @@ async fn keys_settings_and_usage(store: &dyn Store) {
         ..UsageFilter::default()
     };
     let summary = store.usage_summary(&mini, GroupBy::Model).await.unwrap();
-    assert_eq!(summary[0].requests, 1200);
-    assert_eq!(summary[0].cost_usd.to_string(), "1.2");
+    assert_eq!(summary[0].requests, 1207);
+    assert_eq!(summary[0].cost_usd.to_string(), "1.207");
 
     // A batch with a duplicate id is written all-or-none.
     let dup = vec![
@@ -998,8 +999,8 @@ async fn usage_attribution_debits_and_spend(store: &dyn Store) {
     assert_eq!(acme_row.cost_usd, money("0.6"));
     assert_eq!(acme_row.markup_usd, money("0.09"));
     let default_row = group(&by_project, Some("default"));
-    assert_eq!(default_row.requests, 1225);
-    assert_eq!(default_row.cost_usd, money("3.7"));
+    assert_eq!(default_row.requests, 1232);
+    assert_eq!(default_row.cost_usd, money("3.707"));
     assert_eq!(default_row.markup_usd, Money::ZERO);
 
     // Spend: cost plus markup, exact, per scope, since a time (inclusive).
@@ -1015,7 +1016,7 @@ async fn usage_attribution_debits_and_spend(store: &dyn Store) {
         spend(project("acme"), Some(DAY2_MS + 86_400_001)).await,
         Money::ZERO
     );
-    assert_eq!(spend(project("default"), None).await, money("3.7"));
+    assert_eq!(spend(project("default"), None).await, money("3.707"));
     assert_eq!(spend(project("zeta"), None).await, Money::ZERO);
     assert_eq!(spend(key_scope("key_acme"), None).await, money("0.31"));
     assert_eq!(

@@ -35,12 +35,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let env = |name: &str| std::env::var(name).ok();
     let gateway = Gateway::build(config.clone(), &env).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let threads = config.server.thread_count();
+    let listeners = meshgate_gateway::server::bind(config.listen, threads)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = listeners
+        .first()
+        .context("no listening socket")?
+        .local_addr()?;
     print_banner(&gateway, &config, addr);
-    gateway.run(listener, shutdown_signal()).await?;
+    gateway.run_threads(listeners, shutdown_signal()).await?;
     eprintln!("meshgate stopped; every usage event is written");
     Ok(())
 }
