@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of meshgate: formatting and lints, the Rust suites (unit, integration,
-# property tests), and the Python suite with the official OpenAI and Anthropic SDKs.
+# property tests), the Python suite with the official OpenAI and Anthropic SDKs, and the
+# README's examples.
 # Works on a clean clone: the Python packages go into .venv, created here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step rust-tests cargo test --workspace --locked
 step fuzz-build cargo check --manifest-path fuzz/Cargo.toml
 step python-tests bash tests/python/run.sh
+# The README's examples, run as written (uses the binaries the Python step built).
+step readme-walkthrough bash scripts/readme-walkthrough.sh
 
 # One closing line over every runner: Rust's "test result" lines and pytest's summary.
 passed=0

@@ -1,7 +1,7 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
 
-use meshgate_store::{CreditEntry, CreditKind, Store, UsageEvent};
+use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +15,8 @@ enum Message {
     Event(Box<UsageEvent>, bool),
     /// A batch-results fetch that billed nothing gives its claim back.
     ReleaseBatch(String),
+    /// A provider-side object and the project that created it.
+    Owner(ResourceOwner),
     Flush(oneshot::Sender<()>),
     Close,
 }
@@ -61,6 +63,11 @@ impl Ledger {
         }
     }
 
+    /// Queues the record of which project created a provider-side object.
+    pub fn record_owner(&self, owner: ResourceOwner) {
+        let _ = self.tx.send(Message::Owner(owner));
+    }
+
     /// Gives back the billing claim of a batch whose results fetch failed, after the events
     /// queued before it are written.
     pub fn release_batch(&self, batch_id: String) {
@@ -90,6 +97,7 @@ struct Pending {
     /// Beside each event: whether its charge is debited from credits.
     debit: Vec<bool>,
     releases: Vec<String>,
+    owners: Vec<ResourceOwner>,
     waiters: Vec<oneshot::Sender<()>>,
     closing: bool,
 }
@@ -102,6 +110,7 @@ impl Pending {
                 self.debit.push(debit);
             }
             Message::ReleaseBatch(id) => self.releases.push(id),
+            Message::Owner(o) => self.owners.push(o),
             Message::Flush(w) => self.waiters.push(w),
             Message::Close => self.closing = true,
         }
@@ -145,6 +154,12 @@ async fn write_loop(
         }
         pending.events.clear();
         pending.debit.clear();
+        if !pending.owners.is_empty() {
+            if let Err(e) = store.record_owners(&pending.owners).await {
+                tracing::error!(error = %e, count = pending.owners.len(), "cannot record the owners of provider objects");
+            }
+            pending.owners.clear();
+        }
         for id in pending.releases.drain(..) {
             if let Err(e) = store.release_batch_billing(&id).await {
                 tracing::error!(error = %e, batch = %id, "cannot release a batch billing claim");

@@ -25,6 +25,7 @@ pub mod conn;
 pub mod error;
 pub mod ledger;
 pub mod limits;
+pub mod owners;
 pub mod proxy;
 pub mod relay;
 pub mod secrets;

@@ -6,6 +6,7 @@ use crate::admit;
 use crate::auth::{self, Principal};
 use crate::classify::{self, BodyKind, RequestInfo, Route};
 use crate::error::{ErrorKind, GatewayError};
+use crate::owners;
 use crate::relay::{RelayBody, RelayMode};
 use crate::selfserve;
 use crate::settle::{CallInfo, End, Settlement};
@@ -107,6 +108,7 @@ async fn serve(
     let body = accept(body, limit).await?;
     let info = read_request(route, &parts, &body).await?;
     let admission = admit::admit(state, route, &info, &principal, body.len()).await?;
+    check_owner(state, route, &principal).await?;
     if route.endpoint == Endpoint::Models {
         return selfserve::models(state, route, &principal, request_id);
     }
@@ -128,6 +130,7 @@ async fn serve(
     let mut settlement = Settlement::arm(
         state.ledger.clone(),
         state.catalog.clone(),
+        state.owners.clone(),
         CallInfo {
             request_id: request_id.to_string(),
             project_id: principal.project_id.clone(),
@@ -218,7 +221,17 @@ async fn serve(
         }
     }
     let body = if rewrite {
-        Body::from(rewrite_batch(state, provider, &parts, upstream_body, settlement).await?)
+        Body::from(
+            rewrite_batch(
+                state,
+                provider,
+                &parts,
+                upstream_body,
+                settlement,
+                &principal.project_id,
+            )
+            .await?,
+        )
     } else {
         let mode = RelayMode {
             sse: is_sse.then_some((route.surface, route.endpoint)),
@@ -305,6 +318,31 @@ fn provider_for(state: &AppState, surface: Surface, project: &str) -> Provider {
         None => global.clone(),
         Some(own) => global.with_project_key(&own.api_key, own.base_url.as_deref()),
     }
+}
+
+/// A call that names a provider-side object (a batch, a stored response) must come from
+/// the project that created it; for any other caller the object does not exist.
+async fn check_owner(
+    state: &AppState,
+    route: &Route,
+    principal: &Principal,
+) -> Result<(), GatewayError> {
+    let Some((kind, id)) = owners::object_in_path(&route.rest) else {
+        return Ok(());
+    };
+    if state
+        .owners
+        .owns(&principal.project_id, id)
+        .await
+        .map_err(storage_error)?
+    {
+        return Ok(());
+    }
+    Err(GatewayError::new(
+        ErrorKind::NotFound,
+        format!("no {kind} {id} in project {}", principal.project_id),
+    )
+    .with_code("not_found"))
 }
 
 /// Most annotations one call may carry.
@@ -430,6 +468,7 @@ async fn rewrite_batch(
     parts: &Parts,
     upstream_body: crate::conn::UpstreamBody,
     mut settlement: Settlement,
+    project: &str,
 ) -> Result<Bytes, GatewayError> {
     let collected = tokio::time::timeout(
         state.config.timeouts.between_chunks(),
@@ -457,19 +496,66 @@ async fn rewrite_batch(
     };
     settlement.observe(&bytes);
     settlement.finish(End::Completed);
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(bytes);
+    };
+    if parts.uri.path().ends_with("/messages/batches") {
+        if parts.method == http::Method::POST {
+            if let Some(id) = value.get("id").and_then(serde_json::Value::as_str) {
+                state.owners.remember(id, project, "batch");
+            }
+        } else {
+            only_own_batches(state, project, &mut value).await?;
+        }
+    }
     let public = state.public_base(&parts.headers);
-    Ok(rewrite_results_urls(
-        &bytes,
+    rewrite_results_urls(
+        &mut value,
         &provider.v1_base(),
         &format!("{public}/anthropic/v1"),
-    )
-    .unwrap_or(bytes))
+    );
+    Ok(serde_json::to_vec(&value).map(Bytes::from).unwrap_or(bytes))
+}
+
+/// A list of batches shows the caller's project's batches only.
+async fn only_own_batches(
+    state: &AppState,
+    project: &str,
+    list: &mut serde_json::Value,
+) -> Result<(), GatewayError> {
+    let Some(items) = list
+        .get_mut("data")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Ok(());
+    };
+    let mut own = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        let id = item
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        if state
+            .owners
+            .owns(project, id)
+            .await
+            .map_err(storage_error)?
+        {
+            own.push(item);
+        }
+    }
+    *items = own;
+    Ok(())
+}
+
+fn storage_error(e: meshgate_store::StoreError) -> GatewayError {
+    tracing::error!(error = %e, "store error");
+    GatewayError::new(ErrorKind::Internal, "storage error")
 }
 
 /// Replaces `upstream_v1` with `public_v1` at the start of every `results_url` in a batch
-/// object or a list of them. `None` when the body is not JSON (then it passes unchanged).
-pub fn rewrite_results_urls(body: &[u8], upstream_v1: &str, public_v1: &str) -> Option<Bytes> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+/// object or a list of them.
+pub fn rewrite_results_urls(value: &mut serde_json::Value, upstream_v1: &str, public_v1: &str) {
     let fix = |object: &mut serde_json::Value| {
         if let Some(url) = object.get_mut("results_url") {
             if let Some(rest) = url.as_str().and_then(|s| s.strip_prefix(upstream_v1)) {
@@ -477,14 +563,13 @@ pub fn rewrite_results_urls(body: &[u8], upstream_v1: &str, public_v1: &str) -> 
             }
         }
     };
-    fix(&mut value);
+    fix(value);
     if let Some(items) = value
         .get_mut("data")
         .and_then(serde_json::Value::as_array_mut)
     {
         items.iter_mut().for_each(fix);
     }
-    serde_json::to_vec(&value).ok().map(Bytes::from)
 }
 
 #[cfg(test)]
@@ -510,13 +595,12 @@ mod tests {
     #[test]
     fn rewrites_results_urls() {
         let body = br#"{"data":[{"id":"b1","results_url":"https://api.anthropic.com/v1/messages/batches/b1/results"},{"id":"b2","results_url":null}],"has_more":false}"#;
-        let out = rewrite_results_urls(
-            body,
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        rewrite_results_urls(
+            &mut v,
             "https://api.anthropic.com/v1",
             "http://gw/anthropic/v1",
-        )
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        );
         assert_eq!(
             v["data"][0]["results_url"],
             "http://gw/anthropic/v1/messages/batches/b1/results"

@@ -4,6 +4,7 @@
 
 use crate::admit::Charges;
 use crate::ledger::Ledger;
+use crate::owners::Owners;
 use meshgate_pricing::{Catalog, ModelPrice};
 use meshgate_providers::{Meter, Metered};
 use meshgate_store::{Outcome, UsageEvent};
@@ -56,6 +57,7 @@ pub struct CallInfo {
 pub struct Settlement {
     ledger: Ledger,
     catalog: Arc<Catalog>,
+    owners: Arc<Owners>,
     call: CallInfo,
     /// Reservations and counters to settle with the exact charge.
     charges: Charges,
@@ -76,6 +78,7 @@ impl Settlement {
     pub fn arm(
         ledger: Ledger,
         catalog: Arc<Catalog>,
+        owners: Arc<Owners>,
         call: CallInfo,
         charges: Charges,
         started: Instant,
@@ -83,6 +86,7 @@ impl Settlement {
         Settlement {
             ledger,
             catalog,
+            owners,
             call,
             charges,
             charged: Money::ZERO,
@@ -157,6 +161,10 @@ impl Settlement {
         } else {
             Metered::default()
         };
+        if let Some(id) = &metered.resource_id {
+            // A stored response: only its project may read it back.
+            self.owners.remember(id, &self.call.project_id, "response");
+        }
         let (outcome, error) = self.outcome(&end, &metered);
         let error = error.or_else(|| self.call.unmetered.clone());
         if let (Some(batch), false) = (&self.call.batch_claim, outcome == Outcome::Ok) {

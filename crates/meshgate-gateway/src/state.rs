@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::conn::Pool;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
+use crate::owners::Owners;
 use crate::secrets::{SecretKey, SECRET_KEY_ENV};
 use crate::tenants::Tenants;
 use crate::upstream::{self, Provider};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub delegation_secret: Vec<u8>,
     /// Verifies OAuth access tokens, when an issuer is configured.
     pub oauth: Option<Arc<meshgate_tokens::OidcVerifier>>,
+    /// Which project created each batch and stored response.
+    pub owners: Arc<Owners>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -105,7 +108,9 @@ impl AppState {
             &config.providers.anthropic,
             env,
         );
+        let owners = Arc::new(Owners::new(ledger.clone(), store.clone()));
         let state = AppState {
+            owners,
             config,
             pool,
             keys,
@@ -143,6 +148,7 @@ impl AppState {
             secrets: self.secrets.clone(),
             delegation_secret: self.delegation_secret.clone(),
             oauth: self.oauth.clone(),
+            owners: self.owners.clone(),
         })
     }
 

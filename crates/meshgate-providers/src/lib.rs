@@ -66,6 +66,9 @@ pub struct Metered {
     pub upstream_request_id: Option<String>,
     /// Batch results: per succeeded line (model, usage with service_tier Batch).
     pub batch_items: Vec<(String, Usage)>,
+    /// Responses: the id of the response the provider stored (`resp_...`), so that only
+    /// its project may read it back.
+    pub resource_id: Option<String>,
 }
 
 /// Observes the bytes of one upstream response.

@@ -12,8 +12,8 @@ mod sqlite;
 
 pub use model::{
     AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, KeyRecord, Limits, NewKey, Outcome,
-    Policy, ProjectRecord, ProjectSettings, ProviderCredential, SigningKeyRecord, SpendScope,
-    SummaryRow, UsageEvent, UsageFilter, UsagePage,
+    Policy, ProjectRecord, ProjectSettings, ProviderCredential, ResourceOwner, SigningKeyRecord,
+    SpendScope, SummaryRow, UsageEvent, UsageFilter, UsagePage,
 };
 pub use sqlite::SqliteStore;
 
@@ -115,6 +115,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives a claim back when the fetch that made it billed nothing (it failed).
     async fn release_batch_billing(&self, batch_id: &str) -> Result<()>;
+
+    /// Records which project created provider-side objects; the first owner recorded wins.
+    async fn record_owners(&self, owners: &[ResourceOwner]) -> Result<()>;
+    /// The project that created a provider-side object, if meshgate saw it created.
+    async fn resource_owner(&self, resource_id: &str) -> Result<Option<String>>;
 
     /// Writes usage events and their credit debits in one transaction: all or none.
     async fn insert_usage(&self, events: &[UsageEvent], debits: &[CreditEntry]) -> Result<()>;

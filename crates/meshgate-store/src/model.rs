@@ -195,6 +195,17 @@ pub struct AuditFilter {
     pub before_id: Option<String>,
 }
 
+/// A provider-side object (a message batch, a stored response) and the project that
+/// created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceOwner {
+    pub resource_id: String,
+    pub project_id: String,
+    /// `batch` or `response`.
+    pub kind: String,
+    pub created_ms: i64,
+}
+
 /// Whose spending a sum covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SpendScope {

@@ -7,8 +7,8 @@
 
 use crate::model::{
     AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, KeyRecord, NewKey, Outcome, Policy,
-    ProjectRecord, ProjectSettings, ProviderCredential, SigningKeyRecord, SpendScope, SummaryRow,
-    UsageEvent, UsageFilter, UsagePage,
+    ProjectRecord, ProjectSettings, ProviderCredential, ResourceOwner, SigningKeyRecord,
+    SpendScope, SummaryRow, UsageEvent, UsageFilter, UsagePage,
 };
 use crate::{Result, Store, StoreError};
 use async_trait::async_trait;
@@ -32,6 +32,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../migrations/sqlite/0003_projects_credentials_money.sql"),
+    ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_resource_owners.sql"),
     ),
 ];
 
@@ -852,6 +856,32 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_owners(&self, owners: &[ResourceOwner]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for o in owners {
+            sqlx::query(
+                "INSERT INTO resource_owners (resource_id, project_id, kind, created_ms) VALUES (?, ?, ?, ?) ON CONFLICT(resource_id) DO NOTHING",
+            )
+            .bind(&o.resource_id)
+            .bind(&o.project_id)
+            .bind(&o.kind)
+            .bind(o.created_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn resource_owner(&self, resource_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT project_id FROM resource_owners WHERE resource_id = ?")
+                .bind(resource_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn release_batch_billing(&self, batch_id: &str) -> Result<()> {

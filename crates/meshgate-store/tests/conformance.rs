@@ -3,8 +3,8 @@
 
 use meshgate_store::{
     AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, Limits, NewKey, Outcome, Policy,
-    ProjectRecord, ProjectSettings, ProviderCredential, SigningKeyRecord, SpendScope, SqliteStore,
-    Store, SummaryRow, UsageEvent, UsageFilter,
+    ProjectRecord, ProjectSettings, ProviderCredential, ResourceOwner, SigningKeyRecord,
+    SpendScope, SqliteStore, Store, SummaryRow, UsageEvent, UsageFilter,
 };
 use meshgate_types::{Money, Usage};
 use std::collections::BTreeMap;
@@ -120,6 +120,31 @@ async fn keys_settings_and_usage(store: &dyn Store) {
         .claim_batch_billing("msgbatch_1", "default", 3)
         .await
         .unwrap());
+
+    // Resource owners: the first project recorded keeps the object.
+    let owner = |id: &str, project: &str| ResourceOwner {
+        resource_id: id.into(),
+        project_id: project.into(),
+        kind: "batch".into(),
+        created_ms: 5,
+    };
+    assert_eq!(store.resource_owner("msgbatch_9").await.unwrap(), None);
+    store
+        .record_owners(&[owner("msgbatch_9", "acme"), owner("resp_9", "default")])
+        .await
+        .unwrap();
+    store
+        .record_owners(&[owner("msgbatch_9", "intruder")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resource_owner("msgbatch_9").await.unwrap().as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        store.resource_owner("resp_9").await.unwrap().as_deref(),
+        Some("default")
+    );
 
     // Usage: exact sums, round trip, pagination, filters.
     let mut events = Vec::new();

@@ -764,3 +764,158 @@ async fn a_project_calls_with_its_own_provider_key() {
     // Other projects still use the gateway's key.
     assert_eq!(call(&h, &h.key, "gpt-4o-mini").await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_cancelled_call_gives_its_reservation_back() {
+    use futures_util::StreamExt;
+    let h = Harness::start().await;
+    // Room for one reservation of a 1000-token call at a time, not two.
+    let (key, _) = new_key(
+        &h,
+        "default",
+        json!({"limits": {"spend_total_usd": "0.001"}}),
+    )
+    .await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 1000, "stream": true, "messages": []});
+    let stream = h
+        .http
+        .post(h.url(CHAT))
+        .bearer_auth(&key)
+        .header("x-mock-chunks", "50")
+        .header("x-mock-chunk-delay-ms", "100")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut chunks = stream.bytes_stream();
+    chunks.next().await.unwrap().unwrap();
+    // While the first call holds its reservation, a second one does not fit.
+    let second = h
+        .http
+        .post(h.url(CHAT))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 402);
+    drop(chunks);
+    let event = h.one_event().await;
+    assert_eq!(event["outcome"], "client_cancelled");
+    // The cancelled call settled at what it had used: the reservation is free again.
+    let third = h
+        .http
+        .post(h.url(CHAT))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+}
+
+#[tokio::test]
+async fn a_project_never_reaches_another_projects_batches_or_responses() {
+    let h = Harness::start().await;
+    new_project(&h, "other", json!({})).await;
+    let (other, _) = new_key(&h, "other", json!({})).await;
+    let anthropic = |key: &str, method: reqwest::Method, path: &str| {
+        h.http
+            .request(method, h.url(path))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+    };
+    let msg = json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let created: Value = anthropic(
+        &h.key,
+        reqwest::Method::POST,
+        "/anthropic/v1/messages/batches",
+    )
+    .json(&json!({"requests": [{"custom_id": "a", "params": msg}]}))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let batch = created["id"].as_str().unwrap().to_string();
+    let response: Value = h
+        .openai("/openai/v1/responses")
+        .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response_id = response["id"].as_str().unwrap().to_string();
+    h.wait_events(2).await;
+
+    let before = h.mock.state.stats().requests;
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/anthropic/v1/messages/batches/{batch}"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/anthropic/v1/messages/batches/{batch}/results"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/anthropic/v1/messages/batches/{batch}/cancel"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/anthropic/v1/messages/batches/{batch}"),
+        ),
+    ] {
+        let r = anthropic(&other, method.clone(), &path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "not_found_error", "{body}");
+    }
+    let r = h
+        .http
+        .get(h.url(&format!("/openai/v1/responses/{response_id}")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        h.mock.state.stats().requests,
+        before,
+        "nothing was forwarded"
+    );
+
+    // The list shows each project its own batches only.
+    let listed = |key: String| {
+        let request = anthropic(&key, reqwest::Method::GET, "/anthropic/v1/messages/batches");
+        async move {
+            let v: Value = request.send().await.unwrap().json().await.unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(h.key.clone()).await, vec![batch.clone()]);
+    assert!(listed(other.clone()).await.is_empty());
+    // The owner still reaches its batch.
+    let own = anthropic(
+        &h.key,
+        reqwest::Method::GET,
+        &format!("/anthropic/v1/messages/batches/{batch}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(own.status(), 200);
+}

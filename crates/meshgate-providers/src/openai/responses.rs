@@ -27,6 +27,8 @@ pattern!(ERROR, "\"error\"");
 #[serde(default)]
 struct Response<'a> {
     #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow)]
     model: Str<'a>,
     #[serde(borrow)]
     status: Str<'a>,
@@ -89,6 +91,7 @@ struct Acc {
     usage_seen: bool,
     tier: Option<ServiceTier>,
     model: Option<String>,
+    id: Option<String>,
     web_search: Option<u64>,
     reason: Option<String>,
 }
@@ -97,6 +100,9 @@ impl Acc {
     fn take_response(&mut self, r: &Response<'_>) {
         if let Some(m) = r.model.owned() {
             self.model = Some(m);
+        }
+        if let Some(id) = r.id.owned() {
+            self.id = Some(id);
         }
         if let Some(u) = &r.usage {
             self.tokens.merge(Tokens::from_wire(u));
@@ -228,6 +234,7 @@ impl StreamState for Stream {
         Metered {
             usage: self.acc.usage(),
             response_model: self.acc.model.clone(),
+            resource_id: self.acc.id.clone(),
             complete: self.terminal,
             incomplete_reason: if self.terminal {
                 self.acc.reason.clone()
@@ -251,6 +258,7 @@ impl BodyParser for Body {
         Some(Metered {
             usage: acc.usage(),
             response_model: acc.model.clone(),
+            resource_id: acc.id.clone(),
             complete: true,
             incomplete_reason: acc.reason,
             ..Metered::default()
@@ -300,6 +308,7 @@ mod tests {
             assert!(m.complete);
             assert_eq!(m.incomplete_reason, None);
             assert_eq!(m.response_model.as_deref(), Some("gpt-5-2025-08-07"));
+            assert_eq!(m.resource_id.as_deref(), Some("resp_1"));
             let u = &m.usage;
             assert_eq!(
                 (u.input_uncached, u.cache_read, u.output, u.reasoning),
@@ -400,6 +409,7 @@ mod tests {
             body.as_bytes(),
         );
         assert!(m.complete && m.incomplete_reason.is_none());
+        assert_eq!(m.resource_id.as_deref(), Some("resp_68ab"));
         assert_eq!(m.usage.input_uncached, Some(176));
         assert_eq!(m.usage.web_search_requests, None);
         assert_eq!(m.usage.service_tier, Some(ServiceTier::Standard));
