@@ -79,10 +79,23 @@ pub async fn admit(
         ));
     };
     let provider = state.provider(route.surface).name;
-    for model in info.model.iter().chain(&info.batch_models) {
+    for model in info
+        .model
+        .iter()
+        .chain(&info.batch_models)
+        .chain(&info.fallback_models)
+    {
         check_model(&project, principal, provider, model)?;
     }
     let price = price_of_call(state, route, info)?;
+    // Fallbacks may serve the call instead: each must be priced, and the reservation
+    // covers the dearest.
+    let mut prices: Vec<Arc<ModelPrice>> = price.iter().cloned().collect();
+    if price.is_some() {
+        for model in &info.fallback_models {
+            prices.push(price_of(state, model)?);
+        }
+    }
 
     let (checks, rate_scopes) = rate_checks(&project, principal);
     state
@@ -95,9 +108,10 @@ pub async fn admit(
         })?;
 
     let needs = budget_needs(&project, principal, now_ms);
-    let estimate = price
-        .as_deref()
+    let estimate = prices
+        .iter()
         .map(|p| estimate(state, route, info, p, body_len))
+        .max()
         .unwrap_or(Money::ZERO);
     let markup_percent = project
         .provider_markup_percent

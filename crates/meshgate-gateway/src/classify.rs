@@ -206,6 +206,12 @@ struct Probe<'a> {
     max_completion_tokens: Option<serde_json::Value>,
     #[serde(default)]
     max_output_tokens: Option<serde_json::Value>,
+    /// Routing fields of the MESH router's clients: `models` tried in order after `model`
+    /// when `route` is `fallback`.
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(borrow, default)]
+    route: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +237,10 @@ pub struct RequestInfo {
     pub batch_models: Vec<String>,
     /// Audio uploads: the file's length in seconds, when its header tells (WAV).
     pub upload_seconds: Option<rust_decimal::Decimal>,
+    /// `models` of a `route: "fallback"` request, tried after `model`.
+    pub fallback_models: Vec<String>,
+    /// The body carries `models` or `route`, which meshgate removes before forwarding.
+    pub has_routing_fields: bool,
     /// The most output tokens the call may produce (`max_tokens`,
     /// `max_completion_tokens` or `max_output_tokens`), for the budget reservation.
     pub max_output_tokens: Option<u64>,
@@ -291,7 +301,14 @@ pub fn probe_json(route: &Route, body: &[u8]) -> Result<RequestInfo, GatewayErro
     ]
     .into_iter()
     .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
+    let has_routing_fields = probe.models.is_some() || probe.route.is_some();
+    let fallback_models = match probe.route.as_deref() {
+        Some("fallback") => probe.models.unwrap_or_default(),
+        _ => Vec::new(),
+    };
     Ok(RequestInfo {
+        fallback_models,
+        has_routing_fields,
         model,
         stream,
         include_usage,

@@ -27,6 +27,58 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub auth: AuthConfig,
     pub budgets: BudgetConfig,
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Model names clients may use for one model or an ordered list (the first that
+    /// answers serves), each `provider/model` or a plain model name.
+    pub aliases: std::collections::BTreeMap<String, AliasTarget>,
+    /// Models to try, in order, when a model's deployments all fail.
+    pub fallbacks: std::collections::BTreeMap<String, Vec<String>>,
+    /// Most upstream attempts for one call, over all models and deployments.
+    pub max_attempts: u32,
+    /// First backoff between attempts (doubling, with full jitter).
+    pub retry_backoff_ms: u64,
+    /// Longest backoff, and the most of a provider's `retry-after` that is honoured.
+    pub max_backoff_ms: u64,
+    /// Consecutive failures that open a deployment's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before one probe call.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            aliases: Default::default(),
+            fallbacks: Default::default(),
+            max_attempts: 4,
+            retry_backoff_ms: 100,
+            max_backoff_ms: 2000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+        }
+    }
+}
+
+/// An alias names one model or an ordered list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AliasTarget {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl AliasTarget {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            AliasTarget::One(m) => vec![m.clone()],
+            AliasTarget::Many(ms) => ms.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +195,28 @@ pub struct Providers {
     pub anthropic: ProviderConfig,
     /// Extra PEM root certificates trusted for upstream HTTPS (private CAs, tests).
     pub ca_file: Option<PathBuf>,
+    /// More deployments beside the two above: other keys or base URLs of a provider,
+    /// balanced by weight.
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub name: String,
+    /// `openai` or `anthropic`: the API the deployment speaks.
+    pub provider: String,
+    pub base_url: String,
+    pub api_key_env: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Model patterns it serves; all of its provider's when absent.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -178,6 +252,7 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             auth: AuthConfig::default(),
             budgets: BudgetConfig::default(),
+            routing: RoutingConfig::default(),
         }
     }
 }
@@ -213,6 +288,7 @@ impl Default for Providers {
                 api_key_env: "ANTHROPIC_API_KEY".into(),
             },
             ca_file: None,
+            deployments: Vec::new(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod owners;
 pub mod proxy;
 pub mod relay;
+pub mod routing;
 pub mod secrets;
 pub mod selfserve;
 pub mod server;

@@ -8,6 +8,7 @@ use crate::classify::{self, BodyKind, RequestInfo, Route};
 use crate::error::{ErrorKind, GatewayError};
 use crate::owners;
 use crate::relay::{RelayBody, RelayMode};
+use crate::routing::{self, Candidate};
 use crate::selfserve;
 use crate::settle::{CallInfo, End, Settlement};
 use crate::state::AppState;
@@ -106,93 +107,209 @@ async fn serve(
     .await?;
     let annotations = annotations(&parts.headers)?;
     let body = accept(body, limit).await?;
-    let info = read_request(route, &parts, &body).await?;
+    let mut info = read_request(route, &parts, &body).await?;
+    let requested = info.model.clone();
+    let plan = plan(state, route, &mut info)?;
     let admission = admit::admit(state, route, &info, &principal, body.len()).await?;
     check_owner(state, route, &principal).await?;
     if route.endpoint == Endpoint::Models {
         return selfserve::models(state, route, &principal, request_id);
     }
-    let provider = &provider_for(state, route.surface, &principal.project_id);
-    let Some(api_key) = provider.api_key.clone() else {
-        return Err(GatewayError::new(
-            ErrorKind::Unavailable,
-            format!(
-                "provider {} is not configured: set {} in the gateway's environment",
-                provider.name, provider.api_key_env
-            ),
-        )
-        .with_code("provider_not_configured"));
-    };
-
     let (batch_claim, unmetered) = claim_batch(state, route, &principal).await?;
-
-    // The settlement guard: from here on, whatever happens writes one usage event.
-    let mut settlement = Settlement::arm(
-        state.ledger.clone(),
-        state.catalog.clone(),
-        state.owners.clone(),
-        CallInfo {
-            request_id: request_id.to_string(),
-            project_id: principal.project_id.clone(),
-            key_id: principal.key_id().map(str::to_string),
-            token_id: principal.token_id.clone(),
-            user: principal.user.clone(),
-            room: principal.room.clone(),
-            delegation_id: principal.delegation.as_ref().map(|d| d.id.clone()),
-            annotations,
-            surface: route.surface,
-            endpoint: route.endpoint,
-            provider: provider.name,
-            model: info.model.clone(),
-            price: admission.price,
-            streamed: info.stream,
-            started_ms: chrono::Utc::now().timestamp_millis(),
-            batch_claim,
-            unmetered: unmetered.clone(),
-            upload_seconds: info.upload_seconds,
-        },
-        admission.charges,
-        started,
-    );
-
-    let (body, filter) = upstream_body(route, &info, body);
-    let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
-    let response = match upstream::send(
-        &state.pool,
-        provider,
-        parts.method.clone(),
-        &route.rest,
-        parts.uri.query(),
-        headers,
-        body,
-        state.config.timeouts.first_byte(),
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(e) => {
-            let outcome = if e.is_timeout() {
-                Outcome::UpstreamTimeout
-            } else {
-                Outcome::UpstreamUnreachable
-            };
-            let error = e.to_gateway_error(provider.name);
-            settlement.finish(End::SendFailed {
-                outcome,
-                reason: error.message.clone(),
-            });
-            return Err(error);
-        }
+    let call = CallInfo {
+        request_id: request_id.to_string(),
+        project_id: principal.project_id.clone(),
+        key_id: principal.key_id().map(str::to_string),
+        token_id: principal.token_id.clone(),
+        user: principal.user.clone(),
+        room: principal.room.clone(),
+        delegation_id: principal.delegation.as_ref().map(|d| d.id.clone()),
+        annotations,
+        surface: route.surface,
+        endpoint: route.endpoint,
+        provider: "",
+        deployment: None,
+        model: None,
+        requested_model: None,
+        price: admission.price,
+        streamed: info.stream,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+        batch_claim,
+        unmetered: unmetered.clone(),
+        upload_seconds: info.upload_seconds,
     };
+    let mut charges = Some(admission.charges);
 
+    // The send phase, attempt by attempt: the next model or deployment on a connect error,
+    // a timeout, 429 or 5xx, while nothing has reached the client.
+    let router = &state.router;
+    let max_attempts = router.config.max_attempts.max(1);
+    let mut attempts = 0u32;
+    let mut retry_after = None;
+    let mut last_error: Option<GatewayError> = None;
+    // A retryable answer kept in case no other attempt is left: then the client gets it.
+    let mut kept: Option<Attempt> = None;
+    'plan: for candidate in &plan {
+        for deployment in candidates_deployments(state, &principal, route, candidate) {
+            if attempts >= max_attempts {
+                break 'plan;
+            }
+            if !deployment.health.allow() {
+                continue;
+            }
+            if attempts > 0 {
+                tokio::time::sleep(router.backoff(attempts - 1, retry_after.take())).await;
+            }
+            attempts += 1;
+            // The kept answer is superseded: dropping it writes its usage event.
+            kept = None;
+            let provider = &deployment.provider;
+            let Some(api_key) = provider.api_key.clone() else {
+                last_error = Some(
+                    GatewayError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "provider {} is not configured: set {} in the gateway's environment",
+                            deployment.name, provider.api_key_env
+                        ),
+                    )
+                    .with_code("provider_not_configured"),
+                );
+                continue;
+            };
+            let mut call = call.clone();
+            call.provider = provider.name;
+            call.deployment = Some(deployment.name.clone());
+            call.model = info.model.as_ref().map(|_| candidate.model.clone());
+            call.requested_model = requested.clone().filter(|r| *r != candidate.model);
+            if call.model != info.model {
+                // A fallback is priced at its own price when it settles.
+                call.price = None;
+            }
+            // The settlement guard: from here on, whatever happens writes one usage event.
+            let mut settlement = Settlement::arm(
+                state.ledger.clone(),
+                state.catalog.clone(),
+                state.owners.clone(),
+                call,
+                None,
+                // The first attempt's times count from the request's arrival.
+                if attempts == 1 {
+                    started
+                } else {
+                    Instant::now()
+                },
+            );
+            let attempt_body = body_for(&info, &body, &requested, candidate);
+            let (attempt_body, filter) = upstream_body(route, &info, attempt_body);
+            let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
+            let sent_at = Instant::now();
+            let response = match upstream::send(
+                &state.pool,
+                provider,
+                parts.method.clone(),
+                &route.rest,
+                parts.uri.query(),
+                headers,
+                attempt_body,
+                state.config.timeouts.first_byte(),
+            )
+            .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    let outcome = if e.is_timeout() {
+                        Outcome::UpstreamTimeout
+                    } else {
+                        Outcome::UpstreamUnreachable
+                    };
+                    let error = e.to_gateway_error(&deployment.name);
+                    settlement.finish(End::SendFailed {
+                        outcome,
+                        reason: error.message.clone(),
+                    });
+                    deployment.health.on_failure();
+                    last_error = Some(error);
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            if routing::retryable_status(status) {
+                deployment.health.on_failure();
+                retry_after = retry_after_of(response.headers());
+                // Recorded as the provider's error if another attempt supersedes it.
+                settlement.on_response(status, upstream_request_id(response.headers()), None);
+                kept = Some(Attempt {
+                    response,
+                    settlement,
+                    filter,
+                    deployment: deployment.name.clone(),
+                    candidate: candidate.clone(),
+                });
+                continue;
+            }
+            deployment.health.on_success(sent_at.elapsed());
+            settlement.attach_charges(charges.take());
+            let attempt = Attempt {
+                response,
+                settlement,
+                filter,
+                deployment: deployment.name.clone(),
+                candidate: candidate.clone(),
+            };
+            return respond(
+                state, route, &parts, &info, &principal, attempt, &unmetered, request_id,
+            )
+            .await;
+        }
+    }
+    if let Some(mut attempt) = kept {
+        attempt.settlement.attach_charges(charges.take());
+        return respond(
+            state, route, &parts, &info, &principal, attempt, &unmetered, request_id,
+        )
+        .await;
+    }
+    Err(last_error.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::Unavailable,
+            "every deployment that could serve this model is unhealthy; retry later",
+        )
+        .with_code("no_healthy_deployment")
+    }))
+}
+
+/// One upstream answer and the settlement of its attempt.
+struct Attempt {
+    response: http::Response<crate::conn::UpstreamBody>,
+    settlement: Settlement,
+    filter: Option<UsageChunkFilter>,
+    deployment: String,
+    candidate: Candidate,
+}
+
+/// The relay phase begins: the provider's status and headers, then its body, metered.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    state: &AppState,
+    route: &Route,
+    parts: &Parts,
+    info: &RequestInfo,
+    principal: &Principal,
+    attempt: Attempt,
+    unmetered: &Option<String>,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
+    let Attempt {
+        response,
+        mut settlement,
+        filter,
+        deployment,
+        candidate,
+    } = attempt;
     let (mut head, upstream_body) = response.into_parts();
     let status = head.status;
-    let upstream_request_id = head
-        .headers
-        .get("x-request-id")
-        .or_else(|| head.headers.get("request-id"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let upstream_request_id = upstream_request_id(&head.headers);
     let is_sse = head
         .headers
         .get(header::CONTENT_TYPE)
@@ -219,13 +336,21 @@ async fn serve(
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }
+        let served = format!(
+            "{}/{}; deployment={deployment}",
+            candidate.provider, candidate.model
+        );
+        if let Ok(v) = HeaderValue::from_str(&served) {
+            headers.insert(SERVED_MODEL_HEADER, v);
+        }
     }
+    let provider = state.provider(route.surface);
     let body = if rewrite {
         Body::from(
             rewrite_batch(
                 state,
                 provider,
-                &parts,
+                parts,
                 upstream_body,
                 settlement,
                 &principal.project_id,
@@ -247,6 +372,122 @@ async fn serve(
     builder
         .body(body)
         .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn upstream_request_id(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .or_else(|| headers.get("request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Response header naming the model and deployment that served the call.
+pub const SERVED_MODEL_HEADER: &str = "meshgate-served-model";
+
+/// The route phase: the models to try. Calls that name no model go to the surface's own
+/// provider. Models of the other API are not reachable yet (that needs translation).
+fn plan(
+    state: &AppState,
+    route: &Route,
+    info: &mut RequestInfo,
+) -> Result<Vec<Candidate>, GatewayError> {
+    let own = state.provider(route.surface).name;
+    let Some(requested) = info.model.clone() else {
+        return Ok(vec![Candidate {
+            provider: own,
+            model: String::new(),
+        }]);
+    };
+    let fallbacks = std::mem::take(&mut info.fallback_models);
+    let all = state.router.plan(route.surface, &requested, &fallbacks);
+    let (same, other): (Vec<Candidate>, Vec<Candidate>) =
+        all.into_iter().partition(|c| c.provider == own);
+    if same.is_empty() {
+        let names: Vec<String> = other
+            .iter()
+            .map(|c| format!("{}/{}", c.provider, c.model))
+            .collect();
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "model '{requested}' resolves to {} which this gateway cannot reach from the {} API yet",
+                names.join(", "),
+                route.surface.as_str()
+            ),
+        )
+        .with_param("model"));
+    }
+    info.model = same.first().map(|c| c.model.clone());
+    info.facts.model = info.model.clone();
+    info.fallback_models = same.iter().skip(1).map(|c| c.model.clone()).collect();
+    Ok(same)
+}
+
+/// The deployments to try for one model: the project's own provider key when it has one,
+/// else the router's, best first.
+fn candidates_deployments(
+    state: &AppState,
+    principal: &Principal,
+    route: &Route,
+    candidate: &Candidate,
+) -> Vec<Arc<routing::Deployment>> {
+    if let Some(own) = state
+        .tenants
+        .provider(&principal.project_id, candidate.provider)
+    {
+        let global = state.provider(route.surface);
+        return vec![Arc::new(routing::Deployment {
+            name: format!("{}:{}", principal.project_id, candidate.provider),
+            provider: global.with_project_key(&own.api_key, own.base_url.as_deref()),
+            weight: 1,
+            models: None,
+            health: routing::Health::new(u32::MAX, std::time::Duration::ZERO),
+        })];
+    }
+    state.router.deployments_for(candidate)
+}
+
+/// The body for one attempt: unchanged when it asks for what the client sent; else the
+/// attempt's model in `model`, and without the routing fields meshgate consumed.
+fn body_for(
+    info: &RequestInfo,
+    body: &Bytes,
+    requested: &Option<String>,
+    candidate: &Candidate,
+) -> Bytes {
+    let same_model = requested.as_deref().is_none_or(|r| r == candidate.model);
+    if same_model && !info.has_routing_fields {
+        return body.clone();
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    let Some(object) = value.as_object_mut() else {
+        return body.clone();
+    };
+    object.remove("models");
+    object.remove("route");
+    if !same_model {
+        object.insert(
+            "model".into(),
+            serde_json::Value::String(candidate.model.clone()),
+        );
+    }
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| body.clone())
+}
+
+/// `retry-after` in seconds (or `retry-after-ms`, as OpenAI sends).
+fn retry_after_of(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    text("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
 }
 
 fn new_request_id() -> String {
@@ -308,16 +549,6 @@ async fn read_request(
         info.facts.model = info.model.clone();
     }
     Ok(info)
-}
-
-/// The provider the call goes to: the project's own key and base URL when it brought
-/// them, else the gateway's.
-fn provider_for(state: &AppState, surface: Surface, project: &str) -> Provider {
-    let global = state.provider(surface);
-    match state.tenants.provider(project, global.name) {
-        None => global.clone(),
-        Some(own) => global.with_project_key(&own.api_key, own.base_url.as_deref()),
-    }
 }
 
 /// A call that names a provider-side object (a batch, a stored response) must come from

@@ -41,7 +41,12 @@ pub struct CallInfo {
     pub surface: Surface,
     pub endpoint: Endpoint,
     pub provider: &'static str,
+    /// The deployment the call went to.
+    pub deployment: Option<String>,
+    /// The model that serves the call.
     pub model: Option<String>,
+    /// The model name the client sent, when routing chose another.
+    pub requested_model: Option<String>,
     /// The price admission found for `model`; the call is charged at it.
     pub price: Option<Arc<ModelPrice>>,
     pub streamed: bool,
@@ -59,8 +64,9 @@ pub struct Settlement {
     catalog: Arc<Catalog>,
     owners: Arc<Owners>,
     call: CallInfo,
-    /// Reservations and counters to settle with the exact charge.
-    charges: Charges,
+    /// Reservations and counters to settle with the exact charge; an attempt that was
+    /// retried has none (the attempt whose answer the client gets takes them).
+    charges: Option<Charges>,
     /// What the events written so far charged, and their tokens.
     charged: Money,
     tokens: u64,
@@ -80,7 +86,7 @@ impl Settlement {
         catalog: Arc<Catalog>,
         owners: Arc<Owners>,
         call: CallInfo,
-        charges: Charges,
+        charges: Option<Charges>,
         started: Instant,
     ) -> Self {
         Settlement {
@@ -203,7 +209,14 @@ impl Settlement {
                 );
             }
         }
-        self.charges.settle(self.charged, self.tokens);
+        if let Some(charges) = self.charges.as_mut() {
+            charges.settle(self.charged, self.tokens);
+        }
+    }
+
+    /// This attempt's answer goes to the client: it settles the call's reservations.
+    pub fn attach_charges(&mut self, charges: Option<Charges>) {
+        self.charges = charges;
     }
 
     /// Transcriptions in `text`, `srt` or `vtt` and plain translations report no usage:
@@ -333,7 +346,7 @@ impl Settlement {
     /// Queues an event, adding its charge (cost plus markup) and tokens to the call's.
     fn record(&mut self, mut event: UsageEvent) {
         if let Some(cost) = event.cost_usd {
-            event.markup_usd = self.charges.markup(cost);
+            event.markup_usd = self.charges.as_ref().and_then(|c| c.markup(cost));
             self.charged += cost + event.markup_usd.unwrap_or(Money::ZERO);
         }
         let u = &event.usage;
@@ -347,7 +360,8 @@ impl Settlement {
         .into_iter()
         .flatten()
         .sum::<u64>();
-        self.ledger.record(event, self.charges.debit_credits);
+        let debit = self.charges.as_ref().is_some_and(|c| c.debit_credits);
+        self.ledger.record(event, debit);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -376,6 +390,8 @@ impl Settlement {
             endpoint: self.call.endpoint.as_str().to_string(),
             provider: self.call.provider.to_string(),
             model,
+            requested_model: self.call.requested_model.clone(),
+            deployment: self.call.deployment.clone(),
             response_model,
             streamed: self.call.streamed,
             status: self.status,

@@ -8,6 +8,7 @@ use crate::conn::Pool;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::owners::Owners;
+use crate::routing::{Deployment, Health, Router};
 use crate::secrets::{SecretKey, SECRET_KEY_ENV};
 use crate::tenants::Tenants;
 use crate::upstream::{self, Provider};
@@ -18,6 +19,7 @@ use meshgate_store::{SqliteStore, Store};
 use meshgate_types::Surface;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub struct AppState {
@@ -42,6 +44,8 @@ pub struct AppState {
     pub oauth: Option<Arc<meshgate_tokens::OidcVerifier>>,
     /// Which project created each batch and stored response.
     pub owners: Arc<Owners>,
+    /// Deployments, aliases, fallbacks and provider health.
+    pub router: Arc<Router>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -109,8 +113,10 @@ impl AppState {
             env,
         );
         let owners = Arc::new(Owners::new(ledger.clone(), store.clone()));
+        let router = Arc::new(build_router(&config, &openai, &anthropic, env)?);
         let state = AppState {
             owners,
+            router,
             config,
             pool,
             keys,
@@ -149,6 +155,7 @@ impl AppState {
             delegation_secret: self.delegation_secret.clone(),
             oauth: self.oauth.clone(),
             owners: self.owners.clone(),
+            router: self.router.clone(),
         })
     }
 
@@ -171,6 +178,63 @@ impl AppState {
             .unwrap_or_else(|| self.config.listen.to_string());
         format!("http://{host}")
     }
+}
+
+/// The deployments: the two built-in providers and the configured extra ones. A built-in
+/// provider whose key is unset is left out when another deployment speaks its API.
+fn build_router(
+    config: &Config,
+    openai: &Provider,
+    anthropic: &Provider,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Router> {
+    let r = &config.routing;
+    let health = || {
+        Health::new(
+            r.breaker_failures,
+            Duration::from_millis(r.breaker_cooldown_ms),
+        )
+    };
+    let mut extra = Vec::new();
+    for d in &config.providers.deployments {
+        let (name, surface) = match d.provider.as_str() {
+            "openai" => ("openai", Surface::OpenAi),
+            "anthropic" => ("anthropic", Surface::Anthropic),
+            other => anyhow::bail!(
+                "deployment {}: provider must be openai or anthropic, not {other:?}",
+                d.name
+            ),
+        };
+        let settings = crate::config::ProviderConfig {
+            base_url: d.base_url.clone(),
+            api_key_env: d.api_key_env.clone(),
+        };
+        extra.push(Arc::new(Deployment {
+            name: d.name.clone(),
+            provider: Provider::from_config(name, surface, &settings, env),
+            weight: d.weight,
+            models: d.models.clone(),
+            health: health(),
+        }));
+    }
+    let mut deployments = Vec::new();
+    for builtin in [openai, anthropic] {
+        let replaced = extra.iter().any(|d| d.provider.name == builtin.name);
+        if builtin.api_key.is_some() || !replaced {
+            deployments.push(Arc::new(Deployment {
+                name: builtin.name.to_string(),
+                provider: builtin.clone(),
+                weight: 1,
+                models: None,
+                health: health(),
+            }));
+        }
+    }
+    deployments.extend(extra);
+    Ok(Router {
+        deployments,
+        config: r.clone(),
+    })
 }
 
 /// The built-in catalog, then each pricing file in order (later ones win).

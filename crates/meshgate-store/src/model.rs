@@ -276,7 +276,12 @@ pub struct UsageEvent {
     pub surface: String,
     pub endpoint: String,
     pub provider: String,
+    /// The model that served the call (and is priced).
     pub model: Option<String>,
+    /// The model name the client sent, when routing chose another (an alias, a fallback).
+    pub requested_model: Option<String>,
+    /// The deployment the call went to.
+    pub deployment: Option<String>,
     pub response_model: Option<String>,
     pub streamed: bool,
     pub status: Option<u16>,

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_resource_owners.sql"),
     ),
+    (5, include_str!("../migrations/sqlite/0005_routing.sql")),
 ];
 
 #[derive(Clone)]
@@ -142,6 +143,8 @@ const USAGE_INSERT_COLUMNS: &[&str] = &[
     "endpoint",
     "provider",
     "model",
+    "requested_model",
+    "deployment",
     "response_model",
     "streamed",
     "status",
@@ -209,6 +212,8 @@ fn bind_event<'q>(
         .bind(e.endpoint.as_str())
         .bind(e.provider.as_str())
         .bind(e.model.as_deref())
+        .bind(e.requested_model.as_deref())
+        .bind(e.deployment.as_deref())
         .bind(e.response_model.as_deref())
         .bind(e.streamed)
         .bind(e.status.map(i64::from))
@@ -390,6 +395,8 @@ fn event_from_row(row: &SqliteRow) -> Result<UsageEvent> {
         endpoint: row.try_get("endpoint")?,
         provider: row.try_get("provider")?,
         model: row.try_get("model")?,
+        requested_model: row.try_get("requested_model")?,
+        deployment: row.try_get("deployment")?,
         response_model: row.try_get("response_model")?,
         streamed: row.try_get("streamed")?,
         status: status.and_then(|s| u16::try_from(s).ok()),

@@ -41,6 +41,8 @@ fn event(n: u32, key: &str, model: &str, cost: &str) -> UsageEvent {
         endpoint: "chat_completions".into(),
         provider: "openai".into(),
         model: Some(model.into()),
+        requested_model: Some(format!("alias-{model}")),
+        deployment: Some("openai-eu".into()),
         response_model: Some(format!("{model}-2024")),
         streamed: n.is_multiple_of(2),
         status: Some(200),

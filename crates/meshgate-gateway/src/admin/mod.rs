@@ -18,6 +18,7 @@
 
 mod audit;
 mod credits;
+mod health;
 mod keys;
 mod projects;
 mod providers;
@@ -94,6 +95,7 @@ fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(usage::list_usage))
         .routes(routes!(usage::usage_summary))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(health::providers_health))
 }
 
 /// The OpenAPI document of the admin API (also served at [`OPENAPI_PATH`]).

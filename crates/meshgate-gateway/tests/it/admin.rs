@@ -500,6 +500,7 @@ async fn openapi_covers_every_admin_route() {
         "GET /admin/v1/usage",
         "GET /admin/v1/usage/summary",
         "GET /admin/v1/audit",
+        "GET /admin/v1/providers/health",
         "GET /admin/v1/openapi.json",
     ];
     let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();

@@ -14,5 +14,6 @@ mod policy;
 mod pool;
 mod refusals;
 mod relay;
+mod routing;
 mod tls;
 mod tokens;
