@@ -13,6 +13,8 @@
 //! - `openai::{chat, responses, embeddings, images, audio, batch}`: OpenAI meters.
 //! - `anthropic::{messages, complete, batches}`: Anthropic meters.
 //! - `filter`: [`UsageChunkFilter`]; `cut`: [`stream_cut_error`].
+//! - `translate`: OpenAI Chat Completions <-> Anthropic Messages requests, responses, errors
+//!   and streams (see [`translate`]).
 //!
 //! Pass [`meter_for`] the surface and endpoint of the bytes the meter will see, i.e. the
 //! **upstream's** when the gateway translates between formats; pass [`stream_cut_error`] the
@@ -27,12 +29,19 @@ mod cut;
 mod filter;
 mod openai;
 mod sse;
+pub mod translate;
 
 use meshgate_types::{Endpoint, Surface, Usage};
 
 pub use body::BODY_CAP;
 pub use cut::{stream_cut_error, STREAM_CUT_CODE};
 pub use filter::UsageChunkFilter;
+pub use translate::{
+    anthropic_error_to_openai, anthropic_response_to_openai, anthropic_stream_to_openai,
+    anthropic_to_openai_chat, openai_chat_to_anthropic, openai_error_to_anthropic,
+    openai_response_to_anthropic, openai_stream_to_anthropic, RequestOptions, StreamTranslator,
+    TranslateError, Translated,
+};
 
 /// Facts about the request that some meters need (taken by the gateway from the request body).
 #[derive(Debug, Clone, Default)]

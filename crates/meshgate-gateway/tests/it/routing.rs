@@ -165,7 +165,7 @@ async fn connect_errors_and_timeouts_move_on_too() {
     // A first byte that never comes: the silent deployment times out, the other answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let app = axum::Router::new().fallback(|| std::future::pending::<&'static str>());
+    let app = axum::Router::new().fallback(std::future::pending::<&'static str>);
     tokio::spawn(async move { axum::serve(silent, app).await });
     let mock = MockServer::start().await.unwrap();
     let mock_url = mock.url();
