@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
+use meshgate_providers::translate::{self, Format};
 use meshgate_providers::{meter_for, UsageChunkFilter};
 use meshgate_store::Outcome;
 use meshgate_types::{Endpoint, Surface};
@@ -177,6 +178,16 @@ async fn serve(
                 );
                 continue;
             };
+            let lane = Lane::for_candidate(state, route, candidate);
+            let source = body_for(&info, &body, &requested, candidate);
+            let (attempt_body, filter, dropped) =
+                match attempt_request(route, &info, &lane, source, &candidate.model) {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
             let mut call = call.clone();
             call.provider = provider.name;
             call.deployment = Some(deployment.name.clone());
@@ -200,16 +211,31 @@ async fn serve(
                     Instant::now()
                 },
             );
-            let attempt_body = body_for(&info, &body, &requested, candidate);
-            let (attempt_body, filter) = upstream_body(route, &info, attempt_body);
-            let headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
+            let mut headers = upstream::upstream_headers(&parts.headers, provider, &api_key);
+            match lane.formats {
+                Some((_, Format::AnthropicMessages)) => {
+                    headers
+                        .entry("anthropic-version")
+                        .or_insert(HeaderValue::from_static("2023-06-01"));
+                }
+                Some((_, Format::OpenAiChat)) => {
+                    headers.remove("anthropic-version");
+                    headers.remove("anthropic-beta");
+                }
+                None => {}
+            }
+            let query = if lane.formats.is_some() {
+                None
+            } else {
+                parts.uri.query()
+            };
             let sent_at = Instant::now();
             let response = match upstream::send(
                 &state.pool,
                 provider,
                 parts.method.clone(),
-                &route.rest,
-                parts.uri.query(),
+                lane.rest(route),
+                query,
                 headers,
                 attempt_body,
                 state.config.timeouts.first_byte(),
@@ -245,6 +271,9 @@ async fn serve(
                     filter,
                     deployment: deployment.name.clone(),
                     candidate: candidate.clone(),
+                    lane,
+                    dropped,
+                    client_model: requested.clone().unwrap_or_default(),
                 });
                 continue;
             }
@@ -256,6 +285,9 @@ async fn serve(
                 filter,
                 deployment: deployment.name.clone(),
                 candidate: candidate.clone(),
+                lane,
+                dropped,
+                client_model: requested.clone().unwrap_or_default(),
             };
             return respond(
                 state, route, &parts, &info, &principal, attempt, &unmetered, request_id,
@@ -286,6 +318,11 @@ struct Attempt {
     filter: Option<UsageChunkFilter>,
     deployment: String,
     candidate: Candidate,
+    lane: Lane,
+    /// Request fields the translation lane left out.
+    dropped: Vec<String>,
+    /// The model name the client asked for: translated answers name it.
+    client_model: String,
 }
 
 /// The relay phase begins: the provider's status and headers, then its body, metered.
@@ -306,6 +343,9 @@ async fn respond(
         filter,
         deployment,
         candidate,
+        lane,
+        mut dropped,
+        client_model,
     } = attempt;
     let (mut head, upstream_body) = response.into_parts();
     let status = head.status;
@@ -315,8 +355,15 @@ async fn respond(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let meter = (status.is_success() && unmetered.is_none())
-        .then(|| meter_for(route.surface, route.endpoint, is_sse, &info.facts));
+    // The meter reads the upstream's own bytes, in the upstream's format.
+    let meter = (status.is_success() && unmetered.is_none()).then(|| {
+        meter_for(
+            lane.upstream_surface,
+            lane.upstream_endpoint,
+            is_sse,
+            &info.facts,
+        )
+    });
     settlement.on_response(status.as_u16(), upstream_request_id, meter);
     if !status.is_success() {
         // Give the claim back before the client can retry (a cut body releases it later).
@@ -331,7 +378,7 @@ async fn respond(
     let filter = filter.filter(|_| status.is_success() && is_sse);
     let mut builder = Response::builder().status(status);
     if let Some(headers) = builder.headers_mut() {
-        let keep_length = !is_sse && filter.is_none() && !rewrite;
+        let keep_length = !is_sse && filter.is_none() && !rewrite && lane.formats.is_none();
         *headers = upstream::client_headers(std::mem::take(&mut head.headers), keep_length);
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
@@ -343,6 +390,44 @@ async fn respond(
         if let Ok(v) = HeaderValue::from_str(&served) {
             headers.insert(SERVED_MODEL_HEADER, v);
         }
+        if !dropped.is_empty() {
+            dropped.sort();
+            dropped.dedup();
+            if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
+                headers.insert(translate::DROPPED_FIELDS_HEADER, v);
+            }
+        }
+    }
+    // The translation lane: a whole answer (or error) is translated at once, a stream
+    // event by event (below).
+    if let Some((client, upstream)) = lane.formats.filter(|_| !(status.is_success() && is_sse)) {
+        let bytes = collect_upstream(state, upstream_body, &mut settlement).await?;
+        let out = if status.is_success() {
+            let t = translate::translate_response(upstream, client, &bytes, &client_model)
+                .map_err(|e| {
+                    GatewayError::new(
+                        ErrorKind::BadGateway,
+                        format!(
+                            "the provider's answer could not be translated: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            if let (false, Some(headers)) = (t.dropped.is_empty(), builder.headers_mut()) {
+                dropped.extend(t.dropped);
+                dropped.sort();
+                dropped.dedup();
+                if let Ok(v) = HeaderValue::from_str(&dropped.join(", ")) {
+                    headers.insert(translate::DROPPED_FIELDS_HEADER, v);
+                }
+            }
+            t.body
+        } else {
+            translate::translate_error(upstream, client, &bytes)
+        };
+        return builder
+            .body(Body::from(out))
+            .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string()));
     }
     let provider = state.provider(route.surface);
     let body = if rewrite {
@@ -358,9 +443,16 @@ async fn respond(
             .await?,
         )
     } else {
+        let translator = match lane.formats {
+            Some((client, upstream)) if status.is_success() && is_sse => {
+                translate::stream_translator(upstream, client, &client_model, info.include_usage)
+            }
+            _ => None,
+        };
         let mode = RelayMode {
             sse: is_sse.then_some((route.surface, route.endpoint)),
             filter,
+            translator,
         };
         Body::new(RelayBody::new(
             upstream_body,
@@ -386,7 +478,8 @@ fn upstream_request_id(headers: &http::HeaderMap) -> Option<String> {
 pub const SERVED_MODEL_HEADER: &str = "meshgate-served-model";
 
 /// The route phase: the models to try. Calls that name no model go to the surface's own
-/// provider. Models of the other API are not reachable yet (that needs translation).
+/// provider. A model of the other API is reached through the translation lane, which
+/// chat completions and messages have; plain names take their provider from the catalog.
 fn plan(
     state: &AppState,
     route: &Route,
@@ -400,10 +493,25 @@ fn plan(
         }]);
     };
     let fallbacks = std::mem::take(&mut info.fallback_models);
-    let all = state.router.plan(route.surface, &requested, &fallbacks);
-    let (same, other): (Vec<Candidate>, Vec<Candidate>) =
-        all.into_iter().partition(|c| c.provider == own);
-    if same.is_empty() {
+    let mut all = state.router.plan(route.surface, &requested, &fallbacks);
+    for c in &mut all {
+        let named_provider = c.model.contains('/');
+        if let (false, Some(price)) = (named_provider, state.catalog.price(&c.model)) {
+            match price.provider.as_deref() {
+                Some("openai") => c.provider = "openai",
+                Some("anthropic") => c.provider = "anthropic",
+                _ => {}
+            }
+        }
+    }
+    let translatable = matches!(
+        route.endpoint,
+        Endpoint::ChatCompletions | Endpoint::Messages
+    );
+    let (usable, other): (Vec<Candidate>, Vec<Candidate>) = all
+        .into_iter()
+        .partition(|c| c.provider == own || translatable);
+    if usable.is_empty() {
         let names: Vec<String> = other
             .iter()
             .map(|c| format!("{}/{}", c.provider, c.model))
@@ -411,17 +519,100 @@ fn plan(
         return Err(GatewayError::new(
             ErrorKind::InvalidRequest,
             format!(
-                "model '{requested}' resolves to {} which this gateway cannot reach from the {} API yet",
+                "model '{requested}' resolves to {}, which the {} API's {} endpoint cannot reach \
+                 (only chat completions and messages are translated between APIs)",
                 names.join(", "),
-                route.surface.as_str()
+                route.surface.as_str(),
+                route.endpoint.as_str()
             ),
         )
         .with_param("model"));
     }
-    info.model = same.first().map(|c| c.model.clone());
+    info.model = usable.first().map(|c| c.model.clone());
     info.facts.model = info.model.clone();
-    info.fallback_models = same.iter().skip(1).map(|c| c.model.clone()).collect();
-    Ok(same)
+    info.fallback_models = usable
+        .iter()
+        .skip(1)
+        .map(|c| format!("{}/{}", c.provider, c.model))
+        .collect();
+    Ok(usable)
+}
+
+/// How one attempt reaches its model: the client's own API (bytes pass through), or the
+/// other API through translation.
+struct Lane {
+    /// `(client, upstream)` formats on the translation lane.
+    formats: Option<(Format, Format)>,
+    upstream_surface: Surface,
+    upstream_endpoint: Endpoint,
+}
+
+impl Lane {
+    fn for_candidate(state: &AppState, route: &Route, candidate: &Candidate) -> Lane {
+        if candidate.provider == state.provider(route.surface).name {
+            return Lane {
+                formats: None,
+                upstream_surface: route.surface,
+                upstream_endpoint: route.endpoint,
+            };
+        }
+        match route.surface {
+            Surface::OpenAi => Lane {
+                formats: Some((Format::OpenAiChat, Format::AnthropicMessages)),
+                upstream_surface: Surface::Anthropic,
+                upstream_endpoint: Endpoint::Messages,
+            },
+            Surface::Anthropic => Lane {
+                formats: Some((Format::AnthropicMessages, Format::OpenAiChat)),
+                upstream_surface: Surface::OpenAi,
+                upstream_endpoint: Endpoint::ChatCompletions,
+            },
+        }
+    }
+
+    /// The path below `/v1/` the attempt is sent to.
+    fn rest<'a>(&self, route: &'a Route) -> &'a str {
+        match self.formats {
+            None => &route.rest,
+            Some((_, Format::AnthropicMessages)) => "messages",
+            Some((_, Format::OpenAiChat)) => "chat/completions",
+        }
+    }
+}
+
+/// The request body of one attempt, with the filter of an injected usage chunk and, on
+/// the translation lane, the fields left out.
+fn attempt_request(
+    route: &Route,
+    info: &RequestInfo,
+    lane: &Lane,
+    body: Bytes,
+    model: &str,
+) -> Result<(Bytes, Option<UsageChunkFilter>, Vec<String>), GatewayError> {
+    let Some((client, upstream)) = lane.formats else {
+        let (body, filter) = upstream_body(route, info, body);
+        return Ok((body, filter, Vec::new()));
+    };
+    let translated = translate::translate_request(
+        client,
+        upstream,
+        &body,
+        model,
+        &translate::RequestOptions::default(),
+    )
+    .map_err(|e| {
+        GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("{} (the call is translated for model {model})", e.message),
+        )
+        .with_code("untranslatable_field")
+    })?;
+    let mut body = translated.body;
+    if upstream == Format::OpenAiChat && info.stream {
+        // The upstream's own usage is what is metered: ask for it.
+        body = inject_include_usage(&body).unwrap_or(body);
+    }
+    Ok((body, None, translated.dropped))
 }
 
 /// The deployments to try for one model: the project's own provider key when it has one,
@@ -701,6 +892,21 @@ async fn rewrite_batch(
     mut settlement: Settlement,
     project: &str,
 ) -> Result<Bytes, GatewayError> {
+    let bytes = collect_upstream(state, upstream_body, &mut settlement).await?;
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(bytes);
+    };
+    rewrite_batch_value(state, provider, parts, project, &mut value).await?;
+    Ok(serde_json::to_vec(&value).map(Bytes::from).unwrap_or(bytes))
+}
+
+/// A whole upstream body, observed by the meter and settled; a broken or silent body is a
+/// 502 or 504 (and settles as such).
+async fn collect_upstream(
+    state: &AppState,
+    upstream_body: crate::conn::UpstreamBody,
+    settlement: &mut Settlement,
+) -> Result<Bytes, GatewayError> {
     let collected = tokio::time::timeout(
         state.config.timeouts.between_chunks(),
         upstream_body.collect(),
@@ -727,25 +933,34 @@ async fn rewrite_batch(
     };
     settlement.observe(&bytes);
     settlement.finish(End::Completed);
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(bytes);
-    };
+    Ok(bytes)
+}
+
+/// Records a new batch's owner, keeps a list to the caller's batches, and points
+/// `results_url`s at meshgate.
+async fn rewrite_batch_value(
+    state: &AppState,
+    provider: &Provider,
+    parts: &Parts,
+    project: &str,
+    value: &mut serde_json::Value,
+) -> Result<(), GatewayError> {
     if parts.uri.path().ends_with("/messages/batches") {
         if parts.method == http::Method::POST {
             if let Some(id) = value.get("id").and_then(serde_json::Value::as_str) {
                 state.owners.remember(id, project, "batch");
             }
         } else {
-            only_own_batches(state, project, &mut value).await?;
+            only_own_batches(state, project, value).await?;
         }
     }
     let public = state.public_base(&parts.headers);
     rewrite_results_urls(
-        &mut value,
+        value,
         &provider.v1_base(),
         &format!("{public}/anthropic/v1"),
     );
-    Ok(serde_json::to_vec(&value).map(Bytes::from).unwrap_or(bytes))
+    Ok(())
 }
 
 /// A list of batches shows the caller's project's batches only.

@@ -6,7 +6,7 @@ use crate::conn::UpstreamBody;
 use crate::settle::{End, Settlement};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use meshgate_providers::{stream_cut_error, UsageChunkFilter};
+use meshgate_providers::{stream_cut_error, StreamTranslator, UsageChunkFilter};
 use meshgate_store::Outcome;
 use meshgate_types::{Endpoint, Surface};
 use std::future::Future;
@@ -23,6 +23,9 @@ pub struct RelayMode {
     pub sse: Option<(Surface, Endpoint)>,
     /// Chat streams where meshgate asked for usage: drop the usage-only chunk.
     pub filter: Option<UsageChunkFilter>,
+    /// The translation lane: the upstream's events rewritten, event by event, into the
+    /// client's format (after the meter saw the upstream's own bytes).
+    pub translator: Option<Box<dyn StreamTranslator>>,
 }
 
 pub struct RelayBody {
@@ -93,6 +96,13 @@ impl RelayBody {
     /// event the filter still holds is dropped then (the client never saw its start), so
     /// the error event is the first thing after the last whole event.
     fn closing_bytes(&mut self, cut_reason: Option<&str>) -> Bytes {
+        if let Some(translator) = self.mode.translator.as_mut() {
+            // The translator ends the client's stream: its final events, or the client
+            // format's error when the upstream stopped before its terminal event.
+            let mut out = Vec::new();
+            translator.finish(&mut out);
+            return Bytes::from(out);
+        }
         let mid_event = self.settlement.mid_event();
         let held = self.mode.filter.as_mut().map(UsageChunkFilter::finish);
         let (Some(reason), Some((surface, endpoint))) = (cut_reason, self.mode.sse) else {
@@ -106,9 +116,14 @@ impl RelayBody {
     fn take_chunk(&mut self, data: Bytes) -> Bytes {
         self.last_activity = Instant::now();
         self.settlement.observe(&data);
-        let out = match self.mode.filter.as_mut() {
-            Some(filter) => filter.push(&data),
-            None => data,
+        let out = match (self.mode.translator.as_mut(), self.mode.filter.as_mut()) {
+            (Some(translator), _) => {
+                let mut out = Vec::new();
+                translator.push(&data, &mut out);
+                Bytes::from(out)
+            }
+            (None, Some(filter)) => filter.push(&data),
+            (None, None) => data,
         };
         // A body of known length may never be polled past its last byte, so settle as
         // soon as the upstream says this was the last chunk.
@@ -252,7 +267,8 @@ impl Body for RelayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.mode.sse.is_none() && self.mode.filter.is_none() && !self.done {
+        let rewritten = self.mode.filter.is_some() || self.mode.translator.is_some();
+        if self.mode.sse.is_none() && !rewritten && !self.done {
             self.upstream.size_hint()
         } else {
             SizeHint::default()
