@@ -302,6 +302,25 @@ impl Default for LedgerConfig {
     }
 }
 
+impl Providers {
+    /// A `[providers.openai]` table that sets only some keys keeps the defaults of the
+    /// others (serde would take them from an empty `ProviderConfig`).
+    pub fn fill_defaults(&mut self) {
+        let defaults = Providers::default();
+        for (mine, default) in [
+            (&mut self.openai, defaults.openai),
+            (&mut self.anthropic, defaults.anthropic),
+        ] {
+            if mine.base_url.is_empty() {
+                mine.base_url = default.base_url;
+            }
+            if mine.api_key_env.is_empty() {
+                mine.api_key_env = default.api_key_env;
+            }
+        }
+    }
+}
+
 impl Timeouts {
     pub fn connect(&self) -> Duration {
         Duration::from_millis(self.connect_ms)
@@ -371,6 +390,7 @@ impl Config {
             }
             None => Config::default(),
         };
+        config.providers.fill_defaults();
         config.apply_env(|name| std::env::var(name).ok())?;
         Ok(config)
     }
@@ -474,6 +494,17 @@ mod tests {
         assert!(c
             .apply_env(|k| (k == "MESHGATE_LISTEN").then(|| "nope".to_string()))
             .is_err());
+    }
+
+    #[test]
+    fn a_partial_provider_table_keeps_the_other_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshgate.toml");
+        std::fs::write(&path, "[providers.openai]\nbase_url = \"http://x/v1\"\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.providers.openai.base_url, "http://x/v1");
+        assert_eq!(c.providers.openai.api_key_env, "OPENAI_API_KEY");
+        assert_eq!(c.providers.anthropic.base_url, "https://api.anthropic.com");
     }
 
     #[test]
