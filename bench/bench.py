@@ -49,6 +49,10 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 CHAT_BODY = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 STREAM_BODY = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+# The same OpenAI request for a Claude model: meshgate translates it to Anthropic messages
+# and the answer back, event by event.
+TRANSLATED_BODY = ('{"model":"claude-haiku-4-5","stream":true,"max_tokens":256,'
+                   '"messages":[{"role":"user","content":"hi"}]}')
 TARGETS = ("direct", "nginx", "meshgate")
 
 
@@ -149,6 +153,8 @@ def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None):
         MESHGATE_ADMIN_TOKEN=ADMIN_TOKEN,
         OPENAI_API_KEY=MOCK_KEY,
         MESHGATE_OPENAI_BASE_URL=mock_url + "/v1",
+        ANTHROPIC_API_KEY="sk-ant-mock",
+        MESHGATE_ANTHROPIC_BASE_URL=mock_url,
     )
     env.update(extra_env or {})
     p = PROCS.start(
@@ -399,6 +405,20 @@ def report(res) -> str:
         f"{pt['name']} {pt['meshgate_memory_after']['vmrss_kb'] / 1024:.1f} / {pt['meshgate_memory_after']['vmhwm_kb'] / 1024:.1f}"
         for pt in res["points"]))
     out.append("")
+    if res.get("translated"):
+        out.append("### The translation lane (stream, 20 chunks: OpenAI request for gpt-4o-mini vs for claude-haiku-4-5)")
+        out.append("")
+        out.append("| concurrency | lane | req/s | p50 ms | p99 ms | proxy CPU us/req | added p50 ms | added CPU us/req |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for pt in res["translated"]:
+            plain, tr = pt["median"]["plain"], pt["median"]["translated"]
+            for lane, m in (("plain", plain), ("translated", tr)):
+                added_p50 = "" if lane == "plain" else f"{m['p50_ms'] - plain['p50_ms']:+.3f}"
+                added_cpu = "" if lane == "plain" else \
+                    f"{m['proxy_cpu_us_per_req'] - plain['proxy_cpu_us_per_req']:+.1f}"
+                out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
+                           f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added_p50} | {added_cpu} |")
+        out.append("")
     g = res["gaps"]
     out.append("### Inter-chunk arrival (5 chunks, x-mock-chunk-delay-ms: 100; median over runs)")
     out.append("")
@@ -607,7 +627,28 @@ def run(args, tmp: Path, started: str):
     gaps["meshgate_ok"] = gaps["meshgate"]["max_gap_diff_vs_direct_ms"] <= gaps["tolerance_ms"]
     res["gaps"] = gaps
 
-    # 4. memory: main process peak, ledger rows, then 64 slow streams on a fresh meshgate
+    # 4. the translation lane: the same stream through meshgate, plain (OpenAI to an OpenAI
+    #    model) and translated (OpenAI to a Claude model), interleaved
+    translated = []
+    for c in levels:
+        runs = {"plain": [], "translated": []}
+        for rep in range(args.reps):
+            lanes = [("plain", STREAM_BODY), ("translated", TRANSLATED_BODY)]
+            if rep % 2:
+                lanes.reverse()
+            for lane, body in lanes:
+                r = measure(targets["meshgate"], mock.pid, body, {"x-mock-chunks": "20"}, c, args)
+                if r["errors"]:
+                    raise RuntimeError(f"translated point {lane} c={c}: {r['errors']} errors")
+                runs[lane].append(r)
+                log(f"lane {lane:10} c={c:<3} rep {rep}: {r['rps']:9.0f} req/s p50 {r['p50_ms']:.3f} ms "
+                    f"p99 {r['p99_ms']:.3f} ms cpu/req {fmt(r['proxy_cpu_us_per_req'], 1)} us")
+        med = {lane: {k: median([r[k] for r in runs[lane]]) for k in
+                      ("rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req")} for lane in runs}
+        translated.append({"concurrency": c, "median": med})
+    res["translated"] = translated
+
+    # 5. memory: main process peak, ledger rows, then 64 slow streams on a fresh meshgate
     time.sleep(1.0)  # let the batched ledger writer drain
     res["memory"]["main_vmhwm_kb"] = status_kb(mg.pid, "VmHWM")
     res["memory"]["main_rss_kb"] = rss_kb(mg.pid)
