@@ -200,11 +200,17 @@ pub struct Providers {
     pub deployments: Vec<DeploymentConfig>,
 }
 
+/// One `[[providers.deployments]]` entry.
+///
+/// `provider = "azure"` is an Azure OpenAI resource: `base_url` is its endpoint
+/// (`https://NAME.openai.azure.com`), the key goes in `api-key`, and it serves OpenAI models
+/// (candidates of provider `openai` whose names match `models`), priced and recorded as
+/// OpenAI's with this entry's `name` as the deployment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     pub name: String,
-    /// `openai` or `anthropic`: the API the deployment speaks.
+    /// `openai`, `anthropic` or `azure`: the API the deployment speaks.
     pub provider: String,
     pub base_url: String,
     pub api_key_env: String,
@@ -213,6 +219,14 @@ pub struct DeploymentConfig {
     /// Model patterns it serves; all of its provider's when absent.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Azure only: the `api-version` of every call (default `2024-10-21`), or `v1` for the
+    /// v1 API (`/openai/v1/...`, no `api-version`, the deployment named by the body's `model`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure only: the Azure deployment that serves `models`; when absent, the model name
+    /// asked for is the deployment name. Not with `api_version = "v1"`.
+    #[serde(default)]
+    pub azure_deployment: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -516,6 +530,25 @@ mod tests {
             Config::load(Some(&path)),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn an_azure_deployment_parses() {
+        let text = r#"
+[[providers.deployments]]
+name = "azure-east"
+provider = "azure"
+base_url = "https://east.openai.azure.com"
+api_key_env = "AZURE_OPENAI_API_KEY"
+azure_deployment = "prod-4o-mini"
+models = ["gpt-4o-mini"]
+"#;
+        let c: Config = toml::from_str(text).unwrap();
+        let d = &c.providers.deployments[0];
+        assert_eq!(d.provider, "azure");
+        assert_eq!(d.azure_deployment.as_deref(), Some("prod-4o-mini"));
+        assert_eq!(d.api_version, None);
+        assert_eq!(d.weight, 1);
     }
 
     #[test]

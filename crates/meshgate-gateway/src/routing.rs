@@ -3,6 +3,10 @@
 //! ordered list), or come with `models: [...]` and `route: "fallback"` in the request body;
 //! config may add fallback chains per model. Each model is served by the deployments of its
 //! provider, chosen by weight among the healthy ones (see [`Health`]).
+//!
+//! Azure OpenAI deployments are deployments of provider `openai`: OpenAI's models, API and
+//! prices, reached at Azure. One without a fixed Azure deployment name gets a per-call
+//! copy named after the model, sharing the original's health.
 
 use crate::config::RoutingConfig;
 use crate::upstream::Provider;
@@ -24,7 +28,35 @@ pub struct Deployment {
 
 impl Deployment {
     fn serves(&self, model: &str) -> bool {
+        if let Some(azure) = &self.provider.azure {
+            // Without a fixed deployment the model name goes in the URL path as it is.
+            let in_path = azure.deployment.is_none() && azure.api_version.is_some();
+            if in_path && !model.is_empty() && !crate::upstream::valid_azure_deployment(model) {
+                return false;
+            }
+        }
         meshgate_tokens::model_allowed(self.models.as_deref(), self.provider.name, model)
+    }
+
+    /// The deployment that sends `model` where it belongs: an Azure deployment that names
+    /// no Azure deployment of its own sends it to the one called like the model.
+    fn for_model(self: &Arc<Self>, model: &str) -> Arc<Deployment> {
+        match &self.provider.azure {
+            Some(azure)
+                if azure.deployment.is_none()
+                    && azure.api_version.is_some()
+                    && !model.is_empty() =>
+            {
+                Arc::new(Deployment {
+                    name: self.name.clone(),
+                    provider: self.provider.for_azure_model(model),
+                    weight: self.weight,
+                    models: self.models.clone(),
+                    health: self.health.clone(),
+                })
+            }
+            _ => self.clone(),
+        }
     }
 }
 
@@ -119,7 +151,7 @@ impl Router {
             .deployments
             .iter()
             .filter(|d| d.provider.name == candidate.provider && d.serves(&candidate.model))
-            .cloned()
+            .map(|d| d.for_model(&candidate.model))
             .collect();
         let mut ordered = Vec::with_capacity(pool.len());
         let mut rng = rand::rng();
@@ -161,9 +193,11 @@ impl Router {
 
 /// Passive health of one deployment: a circuit breaker over consecutive failures (open
 /// after `breaker_failures`, one half-open probe after `breaker_cooldown_ms`, closed by a
-/// success), plus counters and a latency average for the health endpoint.
+/// success), plus counters and a latency average for the health endpoint. Clones share
+/// one state.
+#[derive(Clone)]
 pub struct Health {
-    state: Mutex<HealthState>,
+    state: Arc<Mutex<HealthState>>,
     failures_to_open: u32,
     cooldown: Duration,
 }
@@ -191,7 +225,7 @@ pub struct HealthReport {
 impl Health {
     pub fn new(failures_to_open: u32, cooldown: Duration) -> Self {
         Health {
-            state: Mutex::new(HealthState::default()),
+            state: Arc::new(Mutex::new(HealthState::default())),
             failures_to_open: failures_to_open.max(1),
             cooldown,
         }
@@ -314,6 +348,74 @@ mod tests {
             names(r.plan(Surface::Anthropic, "claude-haiku-4-5", &[])),
             ["anthropic/claude-haiku-4-5"]
         );
+    }
+
+    #[test]
+    fn azure_deployments_serve_openai_candidates_under_their_names() {
+        use crate::config::ProviderConfig;
+        use crate::upstream::{Azure, Provider};
+        let settings = ProviderConfig {
+            base_url: "https://east.openai.azure.com/".into(),
+            api_key_env: "K".into(),
+        };
+        let azure = |deployment: Option<&str>, models: &[&str]| {
+            Arc::new(Deployment {
+                name: format!("az-{}", deployment.unwrap_or("any")),
+                provider: Provider::azure(
+                    &settings,
+                    Azure {
+                        api_version: Some("2024-10-21".into()),
+                        deployment: deployment.map(str::to_string),
+                    },
+                    &|_| Some("k".into()),
+                ),
+                weight: 1,
+                models: Some(models.iter().map(|m| m.to_string()).collect()),
+                health: Health::new(1, Duration::from_secs(60)),
+            })
+        };
+        let r = Router {
+            deployments: vec![
+                azure(Some("prod-mini"), &["gpt-4o-mini"]),
+                azure(None, &["*"]),
+            ],
+            config: RoutingConfig::default(),
+        };
+        let mini = Candidate {
+            provider: "openai",
+            model: "gpt-4o-mini".into(),
+        };
+        let mut urls: Vec<String> = r
+            .deployments_for(&mini)
+            .iter()
+            .map(|d| d.provider.url("chat/completions", None))
+            .collect();
+        urls.sort();
+        assert_eq!(
+            urls,
+            [
+                "https://east.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
+                "https://east.openai.azure.com/openai/deployments/prod-mini/chat/completions?api-version=2024-10-21",
+            ]
+        );
+        // A name that cannot stand in a path is not served by name; anthropic never is.
+        let odd = Candidate {
+            provider: "openai",
+            model: "ft:gpt-4o:org/x".into(),
+        };
+        assert!(r.deployments_for(&odd).is_empty());
+        let claude = Candidate {
+            provider: "anthropic",
+            model: "claude-haiku-4-5".into(),
+        };
+        assert!(r.deployments_for(&claude).is_empty());
+        // The per-call copy shares the original's breaker.
+        let copy = r.deployments_for(&Candidate {
+            provider: "openai",
+            model: "gpt-4.1".into(),
+        });
+        copy[0].health.on_failure();
+        assert_eq!(r.deployments[1].health.report().state, "open");
     }
 
     #[test]

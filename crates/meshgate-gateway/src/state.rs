@@ -181,7 +181,8 @@ impl AppState {
 }
 
 /// The deployments: the two built-in providers and the configured extra ones. A built-in
-/// provider whose key is unset is left out when another deployment speaks its API.
+/// provider whose key is unset is left out when another deployment speaks its API (Azure
+/// deployments speak OpenAI's).
 fn build_router(
     config: &Config,
     openai: &Provider,
@@ -197,21 +198,27 @@ fn build_router(
     };
     let mut extra = Vec::new();
     for d in &config.providers.deployments {
-        let (name, surface) = match d.provider.as_str() {
-            "openai" => ("openai", Surface::OpenAi),
-            "anthropic" => ("anthropic", Surface::Anthropic),
-            other => anyhow::bail!(
-                "deployment {}: provider must be openai or anthropic, not {other:?}",
-                d.name
-            ),
-        };
         let settings = crate::config::ProviderConfig {
             base_url: d.base_url.clone(),
             api_key_env: d.api_key_env.clone(),
         };
+        let azure_only = d.api_version.is_some() || d.azure_deployment.is_some();
+        let provider = match d.provider.as_str() {
+            "azure" => Provider::azure(&settings, azure_settings(d)?, env),
+            "openai" | "anthropic" if azure_only => anyhow::bail!(
+                "deployment {}: api_version and azure_deployment are for provider \"azure\" only",
+                d.name
+            ),
+            "openai" => Provider::from_config("openai", Surface::OpenAi, &settings, env),
+            "anthropic" => Provider::from_config("anthropic", Surface::Anthropic, &settings, env),
+            other => anyhow::bail!(
+                "deployment {}: provider must be openai, anthropic or azure, not {other:?}",
+                d.name
+            ),
+        };
         extra.push(Arc::new(Deployment {
             name: d.name.clone(),
-            provider: Provider::from_config(name, surface, &settings, env),
+            provider,
             weight: d.weight,
             models: d.models.clone(),
             health: health(),
@@ -234,6 +241,39 @@ fn build_router(
     Ok(Router {
         deployments,
         config: r.clone(),
+    })
+}
+
+/// The Azure settings of a `provider = "azure"` deployment, checked.
+fn azure_settings(d: &crate::config::DeploymentConfig) -> anyhow::Result<upstream::Azure> {
+    let api_version = match d.api_version.as_deref() {
+        None => Some(upstream::AZURE_DEFAULT_API_VERSION.to_string()),
+        Some("v1") => None,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            Some(v.to_string())
+        }
+        Some(v) => anyhow::bail!("deployment {}: invalid api_version {v:?}", d.name),
+    };
+    if let Some(name) = &d.azure_deployment {
+        if !upstream::valid_azure_deployment(name) {
+            anyhow::bail!(
+                "deployment {}: azure_deployment {name:?} must be letters, digits, '-', '_' or '.'",
+                d.name
+            );
+        }
+        if api_version.is_none() {
+            // The v1 API takes the deployment from the body's `model`, which meshgate
+            // forwards as the client sent it.
+            anyhow::bail!(
+                "deployment {}: azure_deployment needs a dated api_version (with \"v1\", the \
+                 model asked for is the deployment name)",
+                d.name
+            );
+        }
+    }
+    Ok(upstream::Azure {
+        api_version,
+        deployment: d.azure_deployment.clone(),
     })
 }
 
@@ -306,4 +346,69 @@ pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
     file.write_all(secret.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DeploymentConfig;
+
+    fn with(d: DeploymentConfig) -> anyhow::Result<Router> {
+        let mut config = Config::default();
+        config.providers.deployments = vec![d];
+        let env = |_: &str| Some("k".to_string());
+        let openai =
+            Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, &env);
+        let anthropic = Provider::from_config(
+            "anthropic",
+            Surface::Anthropic,
+            &config.providers.anthropic,
+            &env,
+        );
+        build_router(&config, &openai, &anthropic, &env)
+    }
+
+    fn deployment(provider: &str) -> DeploymentConfig {
+        DeploymentConfig {
+            name: "d".into(),
+            provider: provider.into(),
+            base_url: "https://east.openai.azure.com".into(),
+            api_key_env: "K".into(),
+            weight: 1,
+            models: None,
+            api_version: None,
+            azure_deployment: None,
+        }
+    }
+
+    #[test]
+    fn azure_settings_are_checked() {
+        let router = with(deployment("azure")).unwrap();
+        let azure = router.deployments[2].provider.azure.clone().unwrap();
+        assert_eq!(azure.api_version.as_deref(), Some("2024-10-21"));
+        assert_eq!(router.deployments[2].provider.name, "openai");
+        let bad = [
+            DeploymentConfig {
+                azure_deployment: Some("x".into()),
+                ..deployment("openai")
+            },
+            DeploymentConfig {
+                azure_deployment: Some("a/b".into()),
+                ..deployment("azure")
+            },
+            DeploymentConfig {
+                api_version: Some("v1".into()),
+                azure_deployment: Some("prod".into()),
+                ..deployment("azure")
+            },
+            DeploymentConfig {
+                api_version: Some("2024-10-21&x=1".into()),
+                ..deployment("azure")
+            },
+            deployment("azur"),
+        ];
+        for d in bad {
+            assert!(with(d.clone()).is_err(), "{d:?}");
+        }
+    }
 }

@@ -1,5 +1,9 @@
 //! The upstream_request and send phases: the pooled HTTPS client, which headers cross the
 //! gateway in each direction, and the provider key injected in place of the client's.
+//!
+//! Azure OpenAI deployments speak OpenAI's API under other paths: a [`Provider`] with
+//! [`Azure`] settings sends `rest` to `/openai/deployments/{deployment}/{rest}?api-version=..`
+//! (or `/openai/v1/{rest}` for the v1 API) with the key in `api-key`.
 
 use crate::config::{Config, ProviderConfig};
 use crate::conn::{Pool, Target, UpstreamBody};
@@ -25,6 +29,83 @@ pub struct Provider {
     /// Where calls go and the path before `rest`, worked out once; `None` for a base URL
     /// that only the per-call absolute URL handles (its error is then the call's).
     target: Option<(Target, String)>,
+    /// Set for an Azure OpenAI deployment (then `name` is `openai`, `surface` OpenAI).
+    pub azure: Option<Azure>,
+}
+
+/// Where an Azure OpenAI deployment takes calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Azure {
+    /// The `api-version` query parameter of every call; `None` for the v1 API
+    /// (`/openai/v1/...`, which takes none and reads the deployment from the body's `model`).
+    pub api_version: Option<String>,
+    /// The Azure deployment that serves the call; `None` until [`Provider::for_azure_model`]
+    /// names it after the model asked for.
+    pub deployment: Option<String>,
+}
+
+/// The `api-version` meshgate sends when a deployment sets none (the latest GA data plane).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Whether a name can stand in an Azure deployment path as it is (Azure allows letters,
+/// digits, `-`, `_` and `.`); other names are not sent rather than escaped.
+pub fn valid_azure_deployment(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// OpenAI endpoints that Azure serves per deployment; the others (files, batches,
+/// responses) live at `/openai/{rest}`.
+fn deployment_scoped(rest: &str) -> bool {
+    matches!(
+        rest,
+        "chat/completions"
+            | "completions"
+            | "embeddings"
+            | "images/generations"
+            | "images/edits"
+            | "audio/speech"
+            | "audio/transcriptions"
+            | "audio/translations"
+    )
+}
+
+impl Azure {
+    /// The path and query after the base URL for `rest` and the client's query. The
+    /// deployment's `api-version` replaces any the client sent: the gateway, not the
+    /// client, knows which versions its upstream accepts.
+    fn tail(&self, rest: &str, query: Option<&str>) -> String {
+        let mut out = String::with_capacity(64 + rest.len() + query.map_or(0, str::len));
+        match (&self.api_version, &self.deployment) {
+            (None, _) => out.push_str("/openai/v1/"),
+            (Some(_), Some(d)) if deployment_scoped(rest) => {
+                out.push_str("/openai/deployments/");
+                out.push_str(d);
+                out.push('/');
+            }
+            (Some(_), _) => out.push_str("/openai/"),
+        }
+        out.push_str(rest);
+        let mut sep = '?';
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            let key = pair.split('=').next().unwrap_or("");
+            if pair.is_empty() || (self.api_version.is_some() && key == "api-version") {
+                continue;
+            }
+            out.push(sep);
+            out.push_str(pair);
+            sep = '&';
+        }
+        if let Some(v) = &self.api_version {
+            out.push(sep);
+            out.push_str("api-version=");
+            out.push_str(v);
+        }
+        out
+    }
 }
 
 impl Provider {
@@ -34,32 +115,75 @@ impl Provider {
         config: &ProviderConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Provider {
-        let api_key = env(&config.api_key_env)
-            .filter(|k| !k.is_empty())
-            .and_then(|k| {
-                let value = match surface {
-                    Surface::OpenAi => format!("Bearer {k}"),
-                    Surface::Anthropic => k,
-                };
-                let mut v = HeaderValue::from_str(&value).ok()?;
-                v.set_sensitive(true);
-                Some(v)
-            });
         let mut provider = Provider {
             name,
             surface,
             base_url: config.base_url.trim_end_matches('/').to_string(),
-            api_key,
+            api_key: None,
             api_key_env: config.api_key_env.clone(),
             target: None,
+            azure: None,
         };
+        provider.api_key = env(&config.api_key_env)
+            .filter(|k| !k.is_empty())
+            .and_then(|k| provider.key_value(&k));
         provider.target = provider.fixed_target();
         provider
     }
 
+    /// An Azure OpenAI deployment at `config.base_url` (the resource endpoint,
+    /// `https://NAME.openai.azure.com`), called as OpenAI's API (`name` `openai`: its
+    /// models, prices and usage are OpenAI's).
+    pub fn azure(
+        config: &ProviderConfig,
+        azure: Azure,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Provider {
+        // The SDKs' `base_url` ends in `/openai`; accept it as well as the bare endpoint.
+        let trimmed = config.base_url.trim_end_matches('/');
+        let base = trimmed.strip_suffix("/openai").unwrap_or(trimmed);
+        let settings = ProviderConfig {
+            base_url: base.to_string(),
+            api_key_env: config.api_key_env.clone(),
+        };
+        let mut provider = Provider::from_config("openai", Surface::OpenAi, &settings, env);
+        provider.azure = Some(azure);
+        provider.api_key = env(&config.api_key_env)
+            .filter(|k| !k.is_empty())
+            .and_then(|k| provider.key_value(&k));
+        provider.target = provider.fixed_target();
+        provider
+    }
+
+    /// This Azure provider sending to the deployment named `model` (when it names none of
+    /// its own). The target is the same: only the path differs.
+    pub fn for_azure_model(&self, model: &str) -> Provider {
+        let mut provider = self.clone();
+        if let Some(azure) = &mut provider.azure {
+            azure.deployment = Some(model.to_string());
+        }
+        provider
+    }
+
+    /// The credential header value for `key`: `Bearer` for OpenAI, the bare key for
+    /// Anthropic (`x-api-key`) and Azure (`api-key`). Marked sensitive to keep it out of logs.
+    fn key_value(&self, key: &str) -> Option<HeaderValue> {
+        let mut v = match (&self.azure, self.surface) {
+            (None, Surface::OpenAi) => HeaderValue::from_str(&format!("Bearer {key}")),
+            _ => HeaderValue::from_str(key),
+        }
+        .ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
     /// The target and path prefix of `url("")`, when the URL splits into exactly these.
     fn fixed_target(&self) -> Option<(Target, String)> {
-        let full = self.url("", None);
+        let full = match self.azure {
+            // Azure's paths and query are built per call; only the base is fixed.
+            Some(_) => format!("{}/", self.base_url),
+            None => self.url("", None),
+        };
         let base = full.strip_suffix('/')?;
         let uri = full.parse::<Uri>().ok()?;
         let prefix = uri.path().strip_suffix('/')?;
@@ -72,24 +196,18 @@ impl Provider {
 
     /// This provider called with a project's own key, and its own base URL if it gave one.
     pub fn with_project_key(&self, api_key: &str, base_url: Option<&str>) -> Provider {
-        let value = match self.surface {
-            Surface::OpenAi => format!("Bearer {api_key}"),
-            Surface::Anthropic => api_key.to_string(),
-        };
-        let api_key = HeaderValue::from_str(&value).ok().map(|mut v| {
-            v.set_sensitive(true);
-            v
-        });
         let mut provider = Provider {
             name: self.name,
             surface: self.surface,
             base_url: base_url
                 .map(|b| b.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| self.base_url.clone()),
-            api_key,
+            api_key: None,
             api_key_env: format!("the project's {} key", self.name),
             target: None,
+            azure: self.azure.clone(),
         };
+        provider.api_key = provider.key_value(api_key);
         provider.target = match base_url {
             None => self.target.clone(),
             Some(_) => provider.fixed_target(),
@@ -99,6 +217,9 @@ impl Provider {
 
     /// The upstream URL for a path below `/v1/` (`rest`) and the client's query string.
     pub fn url(&self, rest: &str, query: Option<&str>) -> String {
+        if let Some(azure) = &self.azure {
+            return format!("{}{}", self.base_url, azure.tail(rest, query));
+        }
         let mut url = match self.surface {
             Surface::OpenAi => format!("{}/{rest}", self.base_url),
             Surface::Anthropic => format!("{}/v1/{rest}", self.base_url),
@@ -202,6 +323,10 @@ pub fn upstream_headers(
         out.append(name.clone(), value.clone());
     }
     match provider.surface {
+        // Azure reads `api-key`; no `Authorization` goes (the client's was dropped above).
+        Surface::OpenAi if provider.azure.is_some() => {
+            out.insert(HeaderName::from_static("api-key"), api_key.clone());
+        }
         Surface::OpenAi => {
             out.insert(header::AUTHORIZATION, api_key.clone());
         }
@@ -309,8 +434,12 @@ pub async fn send(
         *request.headers_mut() = headers;
         Ok::<_, SendError>(request)
     };
-    match &provider.target {
-        Some((target, prefix)) => {
+    match (&provider.target, &provider.azure) {
+        (Some((target, prefix)), Some(azure)) => {
+            let path = format!("{prefix}{}", azure.tail(rest, query));
+            pool.send_to(target, build(path)?, first_byte).await
+        }
+        (Some((target, prefix)), None) => {
             let mut path =
                 String::with_capacity(prefix.len() + rest.len() + 2 + query.map_or(0, str::len));
             path.push_str(prefix);
@@ -322,7 +451,7 @@ pub async fn send(
             }
             pool.send_to(target, build(path)?, first_byte).await
         }
-        None => {
+        (None, _) => {
             pool.send(build(provider.url(rest, query))?, first_byte)
                 .await
         }
@@ -392,6 +521,76 @@ mod tests {
         let out = upstream_headers(&h, &o, o.api_key.as_ref().unwrap());
         assert_eq!(out.get("authorization").unwrap(), "Bearer sk-server");
         assert!(out.get("x-api-key").is_none());
+    }
+
+    fn azure(api_version: Option<&str>, deployment: Option<&str>) -> Provider {
+        Provider::azure(
+            &ProviderConfig {
+                base_url: "https://east.openai.azure.com/openai/".into(),
+                api_key_env: "K".into(),
+            },
+            Azure {
+                api_version: api_version.map(str::to_string),
+                deployment: deployment.map(str::to_string),
+            },
+            &|_| Some("az-secret".into()),
+        )
+    }
+
+    #[test]
+    fn azure_sends_api_key_and_never_authorization() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer mg_client"),
+            ("api-key", "mg_client"),
+            ("x-api-key", "mg_client"),
+            ("x-stainless-os", "Linux"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let p = azure(Some("2024-10-21"), Some("prod"));
+        let key = p.api_key.clone().unwrap();
+        assert!(key.is_sensitive());
+        let out = upstream_headers(&h, &p, &key);
+        assert_eq!(out.get("api-key").unwrap(), "az-secret");
+        assert!(out.get("authorization").is_none());
+        assert!(out.get("x-api-key").is_none());
+        assert_eq!(out.get("x-stainless-os").unwrap(), "Linux");
+        assert_eq!(out.get_all("api-key").iter().count(), 1);
+        let own = p.with_project_key("sk-own", None);
+        assert_eq!(own.api_key.unwrap(), "sk-own");
+        assert_eq!(own.azure, p.azure);
+    }
+
+    #[test]
+    fn azure_urls() {
+        let p = azure(Some("2024-10-21"), Some("prod"));
+        assert_eq!(p.base_url, "https://east.openai.azure.com");
+        assert_eq!(
+            p.url("chat/completions", None),
+            "https://east.openai.azure.com/openai/deployments/prod/chat/completions?api-version=2024-10-21"
+        );
+        // The client's query stays, its api-version gives way to the deployment's.
+        assert_eq!(
+            p.url("embeddings", Some("a=1&api-version=2099-01-01&&b")),
+            "https://east.openai.azure.com/openai/deployments/prod/embeddings?a=1&b&api-version=2024-10-21"
+        );
+        assert_eq!(
+            p.url("batches", None),
+            "https://east.openai.azure.com/openai/batches?api-version=2024-10-21"
+        );
+        let named = azure(Some("2024-10-21"), None).for_azure_model("gpt-4o-mini");
+        assert_eq!(
+            named.url("audio/transcriptions", None),
+            "https://east.openai.azure.com/openai/deployments/gpt-4o-mini/audio/transcriptions?api-version=2024-10-21"
+        );
+        let v1 = azure(None, None);
+        assert_eq!(
+            v1.url("chat/completions", Some("x=1")),
+            "https://east.openai.azure.com/openai/v1/chat/completions?x=1"
+        );
+        // Only the origin is fixed: the fast path appends the whole Azure path.
+        assert_eq!(p.target.as_ref().unwrap().1, "");
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! native 401. `GET /v1/models` is Anthropic's when the request carries `anthropic-version` or
 //! `x-api-key`. Query strings are accepted (`/v1/messages?beta=true`).
 //!
+//! Azure OpenAI paths, `/openai/deployments/{deployment}/{endpoint}` (chat completions,
+//! embeddings, images, audio) and the v1 API's `/openai/v1/...`, answer as the OpenAI route
+//! does, need `api-key: <key>` (default `sk-mock-azure`; `Authorization` is not read) and,
+//! on deployment paths, an `api-version` query parameter (else a 400 in Azure's
+//! `{"error":{"code","message"}}` shape). Chat adds Azure's content filter results: an
+//! initial stream chunk with empty `choices` and `prompt_filter_results`.
+//!
 //! # Control headers
 //! Every response is deterministic and chosen by request headers (an unknown `x-mock-*` name or
 //! a bad value is a native 400, so typos do not pass silently):

@@ -28,6 +28,8 @@ Control headers (per request; see the crate docs for details):
   x-mock-restate-input 1        Anthropic message_delta restates input/cache/server_tool_use
   x-mock-tool-call 1            tool call on the first request tool
   x-mock-audio-seconds N        transcription duration
+Azure OpenAI: /openai/deployments/{deployment}/{endpoint}?api-version=... and /openai/v1/...
+  answer as OpenAI's routes, with the key in api-key
 Introspection: GET /_mock/requests, GET /_mock/stats, POST /_mock/reset";
 
 /// A faithful mock of the OpenAI and Anthropic APIs.
@@ -49,6 +51,9 @@ struct Args {
     /// Expected Anthropic key (x-api-key); `*` accepts any non-empty key.
     #[arg(long, default_value = "sk-ant-mock")]
     anthropic_key: String,
+    /// Expected Azure OpenAI key (api-key); `*` accepts any non-empty key.
+    #[arg(long, default_value = "sk-mock-azure")]
+    azure_key: String,
     /// Requests kept for /_mock/requests (oldest dropped first); 0 disables recording.
     #[arg(long, default_value_t = 10_000)]
     max_recorded: usize,
@@ -68,6 +73,7 @@ async fn main() -> std::io::Result<()> {
     let state = MockState::new(MockOptions {
         openai_key: key(args.openai_key),
         anthropic_key: key(args.anthropic_key),
+        azure_key: key(args.azure_key),
         max_recorded: args.max_recorded,
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

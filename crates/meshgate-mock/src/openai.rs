@@ -194,7 +194,7 @@ pub(crate) fn chat(call: &Call<'_>) -> Resp {
             "stop",
         ),
     };
-    let v = json!({
+    let mut v = json!({
         "id": format!("chatcmpl-mock{}", call.n),
         "object": "chat.completion",
         "created": now_secs(),
@@ -204,7 +204,21 @@ pub(crate) fn chat(call: &Call<'_>) -> Resp {
         "system_fingerprint": "fp_mock",
         "usage": chat_usage(&tokens),
     });
+    if call.azure {
+        v["prompt_filter_results"] = azure_prompt_filter();
+        v["choices"][0]["content_filter_results"] = azure_filter_results();
+    }
     json_or_cut(call, &v)
+}
+
+/// Azure's verdict on a text that passed every content filter.
+fn azure_filter_results() -> Value {
+    let safe = json!({"filtered": false, "severity": "safe"});
+    json!({"hate": safe, "self_harm": safe, "sexual": safe, "violence": safe})
+}
+
+fn azure_prompt_filter() -> Value {
+    json!([{"prompt_index": 0, "content_filter_results": azure_filter_results()}])
 }
 
 fn chat_stream(
@@ -238,6 +252,12 @@ fn chat_stream(
         s
     };
     let mut script = Script::counted(call.state, ctl.chunk_delay);
+    if call.azure {
+        // Azure opens with the prompt's filter results: empty `choices`, blank fields, no usage.
+        let first = json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": azure_prompt_filter()});
+        script.push(reply::data(&first.to_string()));
+    }
     script.push(chunk(
         r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
         null_tail,

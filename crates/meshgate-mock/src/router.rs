@@ -1,4 +1,8 @@
 //! Request dispatch: read and record the request, classify surface and endpoint, check auth, call the handler.
+//!
+//! Azure OpenAI paths (`/openai/deployments/{deployment}/{rest}?api-version=..` and the v1
+//! API's `/openai/v1/{rest}`) are served by the handler of OpenAI's `/v1/{rest}`, with
+//! Azure's `api-key` auth and errors.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ pub(crate) struct Call<'a> {
     /// Request sequence number: `req_mock_<n>` and the ids of created objects.
     pub n: u64,
     pub scheme: &'static str,
+    /// Called on an Azure OpenAI path: chat adds Azure's content filter results.
+    pub azure: bool,
 }
 
 impl Call<'_> {
@@ -71,6 +77,43 @@ enum Route<'p> {
     Complete,
     AnthropicModels,
     AnthropicModel(&'p str),
+}
+
+/// The two forms of Azure OpenAI paths.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AzureApi {
+    /// `/openai/deployments/{deployment}/{rest}`, which needs `api-version`.
+    Deployment,
+    /// `/openai/v1/{rest}`: the deployment is the body's `model`.
+    V1,
+}
+
+/// Endpoints Azure serves below `/openai/deployments/{deployment}/`.
+const AZURE_DEPLOYMENT_ROUTES: [&str; 7] = [
+    "chat/completions",
+    "embeddings",
+    "images/generations",
+    "images/edits",
+    "audio/speech",
+    "audio/transcriptions",
+    "audio/translations",
+];
+
+/// An Azure path as the OpenAI `/v1/...` path whose handler serves it; `None` for other
+/// paths. An Azure path the mock does not serve maps to a path no route has.
+fn azure_path(path: &str) -> Option<(String, AzureApi)> {
+    let tail = path.strip_prefix("/openai/")?;
+    if let Some(rest) = tail.strip_prefix("v1/") {
+        return Some((format!("/v1/{rest}"), AzureApi::V1));
+    }
+    let known = tail
+        .strip_prefix("deployments/")
+        .and_then(|t| t.split_once('/'))
+        .filter(|(d, rest)| !d.is_empty() && AZURE_DEPLOYMENT_ROUTES.contains(rest));
+    Some(match known {
+        Some((_, rest)) => (format!("/v1/{rest}"), AzureApi::Deployment),
+        None => (String::new(), AzureApi::Deployment),
+    })
 }
 
 fn looks_anthropic(parts: &http::request::Parts) -> bool {
@@ -143,14 +186,22 @@ pub(crate) async fn handle(
     }
     let raw = Arc::new(Raw { parts, body });
     let n = state.record(&raw);
-    let anthropic = looks_anthropic(&raw.parts);
-    let route = classify(&raw.parts.method, raw.parts.uri.path(), anthropic);
+    let azure = azure_path(raw.parts.uri.path());
+    let anthropic = azure.is_none() && looks_anthropic(&raw.parts);
+    let path = azure
+        .as_ref()
+        .map_or(raw.parts.uri.path(), |(p, _)| p.as_str());
+    let route = classify(&raw.parts.method, path, anthropic)
+        // Azure serves OpenAI's API only.
+        .filter(|(s, _)| azure.is_none() || *s == Surface::OpenAi);
     let surface = match &route {
         Some((s, _)) => *s,
         None if anthropic => Surface::Anthropic,
         None => Surface::OpenAi,
     };
-    let mut resp = respond(&state, &raw, n, surface, route.map(|(_, r)| r), scheme).await;
+    let api = azure.as_ref().map(|(_, api)| *api);
+    let route = route.map(|(_, r)| r);
+    let mut resp = respond(&state, &raw, n, surface, route, api, scheme).await;
     reply::add_surface_headers(&mut resp, surface, n);
     Ok(resp)
 }
@@ -161,6 +212,7 @@ async fn respond(
     n: u64,
     surface: Surface,
     route: Option<Route<'_>>,
+    azure: Option<AzureApi>,
     scheme: &'static str,
 ) -> Resp {
     let parts = &raw.parts;
@@ -172,9 +224,16 @@ async fn respond(
         tokio::time::sleep(ctl.first_byte_delay).await;
     }
     let Some(route) = route else {
+        if azure.is_some() {
+            return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
+        }
         return not_found(surface, parts, n);
     };
-    if let Err(r) = authenticate(state, surface, parts, n) {
+    if let Some(api) = azure {
+        if let Err(r) = azure_checks(state, api, parts) {
+            return r;
+        }
+    } else if let Err(r) = authenticate(state, surface, parts, n) {
         return r;
     }
     if surface == Surface::Anthropic && !parts.headers.contains_key("anthropic-version") {
@@ -191,6 +250,7 @@ async fn respond(
         ctl,
         n,
         scheme,
+        azure: azure.is_some(),
     };
     match route {
         Route::Chat => openai::chat(&call),
@@ -233,6 +293,55 @@ fn not_found(surface: Surface, parts: &http::request::Parts, n: u64) -> Resp {
             reply::anthropic_error(StatusCode::NOT_FOUND, "not_found_error", "Not Found", n)
         }
     }
+}
+
+/// Azure's error shape: `{"error":{"code","message"}}`.
+fn azure_error(status: StatusCode, code: &str, message: &str) -> Resp {
+    reply::json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// Azure: the key in `api-key` (`Authorization` is not read), and on deployment paths an
+/// `api-version` query parameter.
+fn azure_checks(
+    state: &MockState,
+    api: AzureApi,
+    parts: &http::request::Parts,
+) -> Result<(), Resp> {
+    let has_version = parts
+        .uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .any(|p| {
+            p.strip_prefix("api-version=")
+                .is_some_and(|v| !v.is_empty())
+        });
+    if api == AzureApi::Deployment && !has_version {
+        return Err(azure_error(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    }
+    let given = parts.headers.get("api-key").and_then(|v| v.to_str().ok());
+    let ok = match (given, state.options.azure_key.as_deref()) {
+        (Some(g), Some(e)) => g == e,
+        (Some(g), None) => !g.is_empty(),
+        (None, _) => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(azure_error(
+        StatusCode::UNAUTHORIZED,
+        "401",
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to \
+         provide a valid key for an active subscription and use a correct regional API \
+         endpoint for your resource.",
+    ))
 }
 
 /// OpenAI: `Authorization: Bearer`. Anthropic: `x-api-key`, else a Bearer token (as SDK 2.x sends it).

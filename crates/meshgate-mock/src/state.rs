@@ -15,6 +15,8 @@ pub struct MockOptions {
     pub openai_key: Option<String>,
     /// Key expected in `x-api-key` on Anthropic paths; `None` accepts any non-empty key.
     pub anthropic_key: Option<String>,
+    /// Key expected in `api-key` on Azure OpenAI paths; `None` accepts any non-empty key.
+    pub azure_key: Option<String>,
     /// How many requests the log keeps (oldest dropped first); 0 disables recording.
     pub max_recorded: usize,
 }
@@ -24,6 +26,7 @@ impl Default for MockOptions {
         MockOptions {
             openai_key: Some("sk-mock-openai".to_owned()),
             anthropic_key: Some("sk-ant-mock".to_owned()),
+            azure_key: Some("sk-mock-azure".to_owned()),
             max_recorded: 10_000,
         }
     }

@@ -9,6 +9,7 @@ mod admin_projects;
 mod admin_providers;
 mod admin_signing;
 mod anthropic;
+mod azure;
 mod openai;
 mod policy;
 mod pool;

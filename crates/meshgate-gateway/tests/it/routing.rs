@@ -61,6 +61,8 @@ fn deployment(name: &str, url: &str, weight: u32, models: Option<&[&str]>) -> De
         api_key_env: "OPENAI_API_KEY".into(),
         weight,
         models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        api_version: None,
+        azure_deployment: None,
     }
 }
 
