@@ -145,7 +145,7 @@ def start_mock(tmp: Path):
     return p, line.split("listening on")[1].strip()
 
 
-def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None):
+def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None, config_text=None):
     data = tmp / f"{name}-data"
     logf = tmp / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
@@ -157,8 +157,13 @@ def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None):
         MESHGATE_ANTHROPIC_BASE_URL=mock_url,
     )
     env.update(extra_env or {})
+    args = [str(RELEASE / "meshgate"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)]
+    if config_text is not None:
+        cfg = tmp / f"{name}.toml"
+        cfg.write_text(config_text)
+        args += ["--config", str(cfg)]
     p = PROCS.start(
-        [str(RELEASE / "meshgate"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+        args,
         stdout=open(logf, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     line = wait_for_line(logf, "meshgate listening on", p)
@@ -419,6 +424,20 @@ def report(res) -> str:
                 out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
                            f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added_p50} | {added_cpu} |")
         out.append("")
+    if res.get("spool"):
+        out.append("### The usage spool (chat, not streamed: default spool on vs `ledger.spool = false`)")
+        out.append("")
+        out.append("| concurrency | ledger | req/s | p50 ms | p99 ms | proxy CPU us/req | added p50 ms | added p99 ms |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for pt in res["spool"]:
+            off = pt["median"]["no spool"]
+            for lane in ("no spool", "spool"):
+                m = pt["median"][lane]
+                added = ("", "") if lane == "no spool" else \
+                    (f"{m['p50_ms'] - off['p50_ms']:+.3f}", f"{m['p99_ms'] - off['p99_ms']:+.3f}")
+                out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
+                           f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added[0]} | {added[1]} |")
+        out.append("")
     g = res["gaps"]
     out.append("### Inter-chunk arrival (5 chunks, x-mock-chunk-delay-ms: 100; median over runs)")
     out.append("")
@@ -502,6 +521,30 @@ def main():
     (out.with_suffix(".md")).write_text(md + "\n")
     print(md)
     log(f"\nwrote {out} and {out.with_suffix('.md')} in {res['elapsed_s']} s")
+
+
+def paired_points(mock, levels, args, label, lanes):
+    """Two lanes (name -> (target, body, extra headers)) measured at each concurrency level,
+    alternating which goes first; the medians per lane and level."""
+    points = []
+    for c in levels:
+        runs = {lane: [] for lane in lanes}
+        for rep in range(args.reps):
+            order_ = list(lanes)
+            if rep % 2:
+                order_.reverse()
+            for lane in order_:
+                target, body, extra = lanes[lane]
+                r = measure(target, mock.pid, body, extra, c, args)
+                if r["errors"]:
+                    raise RuntimeError(f"{label} point {lane} c={c}: {r['errors']} errors")
+                runs[lane].append(r)
+                log(f"{label} {lane:10} c={c:<3} rep {rep}: {r['rps']:9.0f} req/s p50 {r['p50_ms']:.3f} ms "
+                    f"p99 {r['p99_ms']:.3f} ms cpu/req {fmt(r['proxy_cpu_us_per_req'], 1)} us")
+        med = {lane: {k: median([r[k] for r in runs[lane]]) for k in
+                      ("rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req")} for lane in runs}
+        points.append({"concurrency": c, "median": med})
+    return points
 
 
 def run(args, tmp: Path, started: str):
@@ -629,24 +672,24 @@ def run(args, tmp: Path, started: str):
 
     # 4. the translation lane: the same stream through meshgate, plain (OpenAI to an OpenAI
     #    model) and translated (OpenAI to a Claude model), interleaved
-    translated = []
-    for c in levels:
-        runs = {"plain": [], "translated": []}
-        for rep in range(args.reps):
-            lanes = [("plain", STREAM_BODY), ("translated", TRANSLATED_BODY)]
-            if rep % 2:
-                lanes.reverse()
-            for lane, body in lanes:
-                r = measure(targets["meshgate"], mock.pid, body, {"x-mock-chunks": "20"}, c, args)
-                if r["errors"]:
-                    raise RuntimeError(f"translated point {lane} c={c}: {r['errors']} errors")
-                runs[lane].append(r)
-                log(f"lane {lane:10} c={c:<3} rep {rep}: {r['rps']:9.0f} req/s p50 {r['p50_ms']:.3f} ms "
-                    f"p99 {r['p99_ms']:.3f} ms cpu/req {fmt(r['proxy_cpu_us_per_req'], 1)} us")
-        med = {lane: {k: median([r[k] for r in runs[lane]]) for k in
-                      ("rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req")} for lane in runs}
-        translated.append({"concurrency": c, "median": med})
-    res["translated"] = translated
+    stream_extra = {"x-mock-chunks": "20"}
+    res["translated"] = paired_points(mock, levels, args, "lane", {
+        "plain": (targets["meshgate"], STREAM_BODY, stream_extra),
+        "translated": (targets["meshgate"], TRANSLATED_BODY, stream_extra),
+    })
+
+    # 4b. what the usage spool costs: the same chat load on meshgate with the spool (the
+    #     default: each event synced to disk before its response ends) and on a second
+    #     meshgate without it, interleaved
+    nospool, nospool_url, nospool_secret, _ = start_meshgate(
+        tmp, mock_url, "meshgate-nospool", config_text="[ledger]\nspool = false\n")
+    no_spool = Target("no spool", nospool_url + "/openai/v1/chat/completions",
+                      {"Authorization": f"Bearer {nospool_secret}"}, [nospool.pid])
+    res["spool"] = paired_points(mock, levels, args, "ledger", {
+        "spool": (targets["meshgate"], CHAT_BODY, {}),
+        "no spool": (no_spool, CHAT_BODY, {}),
+    })
+    PROCS.stop(nospool)
 
     # 5. memory: main process peak, ledger rows, then 64 slow streams on a fresh meshgate
     time.sleep(1.0)  # let the batched ledger writer drain

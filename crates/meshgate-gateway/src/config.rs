@@ -249,6 +249,9 @@ pub struct LedgerConfig {
     pub batch_size: usize,
     /// How long usage events gather before they are written together.
     pub flush_interval_ms: u64,
+    /// Put every usage event on local disk (the spool, `<data_dir>/spool/`) before its
+    /// response's last byte leaves, so a crash loses none; off trades that for latency.
+    pub spool: bool,
 }
 
 impl Default for Config {
@@ -312,6 +315,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             batch_size: 512,
             flush_interval_ms: 10,
+            spool: true,
         }
     }
 }

@@ -1,18 +1,24 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
+//! With a spool (the default), events pass through [`crate::spool`] first, which puts them
+//! on disk before their calls' responses end.
 
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-enum Message {
-    /// An event, and whether its charge is debited from the project's credits.
-    Event(Box<UsageEvent>, bool),
+use crate::spool::{Spool, Spooled};
+
+pub(crate) enum Message {
+    /// An event, whether its charge is debited from the project's credits, and its spool
+    /// sequence number when it was spooled.
+    Event(Box<UsageEvent>, bool, Option<u64>),
     /// A batch-results fetch that billed nothing gives its claim back.
     ReleaseBatch(String),
     /// A provider-side object and the project that created it.
@@ -24,23 +30,45 @@ enum Message {
 /// A cheap handle to the ledger writer.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::UnboundedSender<Message>,
+    sink: Sink,
     /// Wakes the writer early for a flush or the shutdown.
     urgent: Arc<Notify>,
 }
+
+/// Where the request path's messages go first.
+#[derive(Clone)]
+enum Sink {
+    Writer(mpsc::UnboundedSender<Message>),
+    Spool(mpsc::UnboundedSender<Spooled>),
+}
+
+/// Resolves once a recorded event is on disk (see [`Ledger::record`]).
+pub type Durable = oneshot::Receiver<()>;
 
 impl Ledger {
     /// Starts the writer, which writes what arrived within each `window` in one batch.
     /// Events the store refuses after retries are appended as JSON lines to `fallback` so
     /// that none is lost.
+    /// With a `spool`, every event is on disk before [`Ledger::record`]'s [`Durable`]
+    /// resolves; without, events live in memory until their batch is written.
     pub fn start(
         store: Arc<dyn Store>,
         batch_size: usize,
         window: Duration,
         fallback: PathBuf,
-    ) -> (Ledger, JoinHandle<()>) {
+        spool: Option<Spool>,
+    ) -> std::io::Result<(Ledger, JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let urgent = Arc::new(Notify::new());
+        let committed = Arc::new(AtomicU64::new(0));
+        let sink = match spool {
+            Some(spool) => {
+                let (spool_tx, spool_rx) = mpsc::unbounded_channel();
+                crate::spool::spawn(spool, spool_rx, tx.clone(), committed.clone())?;
+                Sink::Spool(spool_tx)
+            }
+            None => Sink::Writer(tx),
+        };
         let task = tokio::spawn(write_loop(
             store,
             rx,
@@ -48,36 +76,55 @@ impl Ledger {
             batch_size.max(1),
             window,
             fallback,
+            committed.clone(),
         ));
-        (Ledger { tx, urgent }, task)
+        Ok((Ledger { sink, urgent }, task))
     }
 
     /// Queues one event (and, with `debit`, its charge as a credit debit); never blocks.
-    pub fn record(&self, event: UsageEvent, debit: bool) {
-        if self
-            .tx
-            .send(Message::Event(Box::new(event), debit))
-            .is_err()
-        {
+    /// With a spool, the returned [`Durable`] resolves once the event is on disk.
+    pub fn record(&self, event: UsageEvent, debit: bool) -> Option<Durable> {
+        let event = Box::new(event);
+        let (sent, durable) = match &self.sink {
+            Sink::Writer(tx) => (tx.send(Message::Event(event, debit, None)).is_ok(), None),
+            Sink::Spool(tx) => {
+                let (done, durable) = oneshot::channel();
+                let item = Spooled::Event {
+                    event,
+                    debit,
+                    durable: done,
+                };
+                (tx.send(item).is_ok(), Some(durable))
+            }
+        };
+        if !sent {
             tracing::error!("usage event after the ledger closed; it is lost");
+        }
+        durable
+    }
+
+    fn send(&self, message: Message) -> bool {
+        match &self.sink {
+            Sink::Writer(tx) => tx.send(message).is_ok(),
+            Sink::Spool(tx) => tx.send(Spooled::Other(message)).is_ok(),
         }
     }
 
     /// Queues the record of which project created a provider-side object.
     pub fn record_owner(&self, owner: ResourceOwner) {
-        let _ = self.tx.send(Message::Owner(owner));
+        self.send(Message::Owner(owner));
     }
 
     /// Gives back the billing claim of a batch whose results fetch failed, after the events
     /// queued before it are written.
     pub fn release_batch(&self, batch_id: String) {
-        let _ = self.tx.send(Message::ReleaseBatch(batch_id));
+        self.send(Message::ReleaseBatch(batch_id));
     }
 
     /// Waits until every event recorded before this call is written.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Flush(done)).is_ok() {
+        if self.send(Message::Flush(done)) {
             self.urgent.notify_one();
             let _ = wait.await;
         }
@@ -85,7 +132,7 @@ impl Ledger {
 
     /// Writes what is queued and stops the writer; await its task afterwards.
     pub fn close(&self) {
-        let _ = self.tx.send(Message::Close);
+        self.send(Message::Close);
         self.urgent.notify_one();
     }
 }
@@ -96,6 +143,8 @@ struct Pending {
     events: Vec<UsageEvent>,
     /// Beside each event: whether its charge is debited from credits.
     debit: Vec<bool>,
+    /// The spool sequence number of the last spooled event taken.
+    last_seq: Option<u64>,
     releases: Vec<String>,
     owners: Vec<ResourceOwner>,
     waiters: Vec<oneshot::Sender<()>>,
@@ -105,9 +154,10 @@ struct Pending {
 impl Pending {
     fn take(&mut self, message: Message) {
         match message {
-            Message::Event(e, debit) => {
+            Message::Event(e, debit, seq) => {
                 self.events.push(*e);
                 self.debit.push(debit);
+                self.last_seq = seq.or(self.last_seq);
             }
             Message::ReleaseBatch(id) => self.releases.push(id),
             Message::Owner(o) => self.owners.push(o),
@@ -129,6 +179,7 @@ async fn write_loop(
     batch_size: usize,
     window: Duration,
     fallback: PathBuf,
+    committed: Arc<AtomicU64>,
 ) {
     let mut pending = Pending::default();
     while !pending.closing {
@@ -150,10 +201,14 @@ async fn write_loop(
             .chunks(batch_size)
             .zip(pending.debit.chunks(batch_size))
         {
-            write_batch(store.as_ref(), chunk, &debits(chunk, debit), &fallback).await;
+            write_batch(store.as_ref(), chunk, debit, &fallback).await;
         }
         pending.events.clear();
         pending.debit.clear();
+        // Written (or saved to the fallback file): the spool may drop them.
+        if let Some(seq) = pending.last_seq.take() {
+            committed.store(seq, Ordering::Release);
+        }
         if !pending.owners.is_empty() {
             if let Err(e) = store.record_owners(&pending.owners).await {
                 tracing::error!(error = %e, count = pending.owners.len(), "cannot record the owners of provider objects");
@@ -172,7 +227,7 @@ async fn write_loop(
 }
 
 /// One usage debit per project for the events of a batch that run on credits.
-fn debits(events: &[UsageEvent], debit: &[bool]) -> Vec<CreditEntry> {
+pub(crate) fn debits(events: &[UsageEvent], debit: &[bool]) -> Vec<CreditEntry> {
     let mut per_project: BTreeMap<&str, (Money, usize)> = BTreeMap::new();
     for (e, _) in events.iter().zip(debit).filter(|(_, d)| **d) {
         let charge = e.cost_usd.unwrap_or(Money::ZERO) + e.markup_usd.unwrap_or(Money::ZERO);
@@ -199,12 +254,13 @@ fn debits(events: &[UsageEvent], debit: &[bool]) -> Vec<CreditEntry> {
 async fn write_batch(
     store: &dyn Store,
     events: &[UsageEvent],
-    debits: &[CreditEntry],
-    fallback: &PathBuf,
+    debit: &[bool],
+    fallback: &std::path::Path,
 ) {
+    let credit_entries = debits(events, debit);
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
-        match store.insert_usage(events, debits).await {
+        match store.insert_usage(events, &credit_entries).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(attempt, error = %e, count = events.len(), "writing usage events failed");
@@ -213,22 +269,9 @@ async fn write_batch(
             }
         }
     }
-    if let Err(e) = append_fallback(fallback, events) {
+    if let Err(e) = crate::spool::append_fallback(fallback, events, debit) {
         tracing::error!(error = %e, count = events.len(), path = %fallback.display(), "usage events could not be saved anywhere");
     } else {
         tracing::error!(count = events.len(), path = %fallback.display(), "usage events saved to the fallback file");
     }
-}
-
-fn append_fallback(path: &PathBuf, events: &[UsageEvent]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    for e in events {
-        let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
-        writeln!(file, "{line}")?;
-    }
-    file.sync_all()
 }

@@ -11,6 +11,7 @@
 //! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
 //! - `ledger`: the batched writer of usage events.
+//! - `spool`: usage events on local disk before their responses end; replayed at start.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -33,6 +34,7 @@ pub mod secrets;
 pub mod selfserve;
 pub mod server;
 pub mod settle;
+pub mod spool;
 pub mod state;
 pub mod tenants;
 pub mod upstream;

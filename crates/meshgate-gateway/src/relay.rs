@@ -1,6 +1,8 @@
 //! The relay phase: [`RelayBody`] hands each upstream chunk to the client as it arrives,
 //! lets the meter observe it, enforces the between-chunk timeout, ends a broken stream
 //! with a protocol-correct error, and owns the [`Settlement`] so that its end settles.
+//! The response's last bytes wait until the call's usage event is on disk (see
+//! [`crate::spool`]): a client never holds a whole answer whose usage a crash could lose.
 
 use crate::conn::UpstreamBody;
 use crate::settle::{End, Settlement};
@@ -40,6 +42,8 @@ pub struct RelayBody {
     /// A frame that came after bytes already gathered: sent at the next poll.
     held: Option<Result<Frame<Bytes>, BoxError>>,
     done: bool,
+    /// Set when the call settled: resolves once its usage event is on disk.
+    durable: Option<crate::ledger::Durable>,
 }
 
 impl RelayBody {
@@ -60,6 +64,7 @@ impl RelayBody {
             tail: None,
             held: None,
             done: false,
+            durable: None,
         }
     }
 
@@ -72,22 +77,23 @@ impl RelayBody {
         let tail = self
             .closing_bytes(cut.then_some("the provider ended the stream before it was complete"));
         self.settlement.finish(End::Completed);
+        self.durable = self.settlement.take_durable();
         (!tail.is_empty()).then_some(tail)
     }
 
-    /// The upstream broke off or went silent. SSE clients get an error event; other
-    /// responses are aborted so the client cannot mistake a truncated body for a whole one.
-    fn on_upstream_cut(
-        &mut self,
-        outcome: Outcome,
-        reason: String,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// The upstream broke off or went silent. SSE clients get an error event (the body's
+    /// tail); other responses are aborted so the client cannot mistake a truncated body
+    /// for a whole one.
+    fn on_upstream_cut(&mut self, outcome: Outcome, reason: String) {
         self.done = true;
         let tail = self.closing_bytes(Some(&reason));
         self.settlement.finish(End::Cut { outcome, reason });
         match self.mode.sse {
-            Some(_) => Poll::Ready(Some(Ok(Frame::data(tail)))),
-            None => Poll::Ready(Some(Err("the provider's response broke off".into()))),
+            Some(_) => {
+                self.durable = self.settlement.take_durable();
+                self.tail = Some(tail);
+            }
+            None => self.held = Some(Err("the provider's response broke off".into())),
         }
     }
 
@@ -134,22 +140,24 @@ impl RelayBody {
         out
     }
 
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Whether the upstream has been silent too long (then the call is cut).
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> bool {
         // The timer is moved only when it fires, not on every chunk.
         while self.idle_timer.as_mut().poll(cx).is_ready() {
             let deadline = self.last_activity + self.idle;
             if deadline <= Instant::now() {
-                return self.on_upstream_cut(
+                self.on_upstream_cut(
                     Outcome::UpstreamTimeout,
                     format!(
                         "the provider sent nothing for {} ms (timeouts.between_chunks_ms)",
                         self.idle.as_millis()
                     ),
                 );
+                return true;
             }
             self.idle_timer.as_mut().reset(deadline);
         }
-        Poll::Pending
+        false
     }
 }
 
@@ -191,12 +199,16 @@ impl Gathered {
         }
     }
 
-    fn take_frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let bytes = match (self.first.take(), self.more.take()) {
+    fn into_bytes(mut self) -> Bytes {
+        match (self.first.take(), self.more.take()) {
             (_, Some(more)) => more.freeze(),
             (Some(first), None) => first,
             (None, None) => Bytes::new(),
-        };
+        }
+    }
+
+    fn take_frame(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let bytes = std::mem::take(self).into_bytes();
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 }
@@ -219,8 +231,19 @@ impl Body for RelayBody {
                 if let Some(tail) = this.tail.take() {
                     ready.push(tail);
                 }
+                if let Some(durable) = this.durable.as_mut() {
+                    if Pin::new(durable).poll(cx).is_pending() {
+                        // The last bytes wait for the usage event to reach the disk.
+                        if !ready.is_empty() {
+                            this.tail = Some(ready.into_bytes());
+                        }
+                        return Poll::Pending;
+                    }
+                    this.durable = None;
+                }
                 return if ready.is_empty() {
-                    Poll::Ready(None)
+                    // The end, or the error that aborts a broken non-SSE body.
+                    Poll::Ready(this.held.take())
                 } else {
                     ready.take_frame()
                 };
@@ -242,20 +265,17 @@ impl Body for RelayBody {
                 },
                 Poll::Ready(Some(Err(e))) => {
                     let reason = format!("the provider's response broke off: {e}");
-                    let cut = this.on_upstream_cut(Outcome::Incomplete, reason);
-                    if ready.is_empty() {
-                        return cut;
-                    }
-                    if let Poll::Ready(Some(frame)) = cut {
-                        this.held = Some(frame);
-                    }
-                    return ready.take_frame();
+                    this.on_upstream_cut(Outcome::Incomplete, reason);
                 }
                 Poll::Ready(None) => {
                     this.done = true;
                     this.tail = this.on_upstream_end();
                 }
-                Poll::Pending if ready.is_empty() => return this.check_idle(cx),
+                Poll::Pending if ready.is_empty() => {
+                    if !this.check_idle(cx) {
+                        return Poll::Pending;
+                    }
+                }
                 // Send what was ready together in one write, without waiting for more.
                 Poll::Pending => return ready.take_frame(),
             }
@@ -263,7 +283,7 @@ impl Body for RelayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.tail.is_none() && self.held.is_none()
+        self.done && self.tail.is_none() && self.held.is_none() && self.durable.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -78,6 +78,8 @@ pub struct Settlement {
     /// The meter's result, taken once when the body ends.
     metered: Option<Metered>,
     settled: bool,
+    /// Resolves when the last event written is on disk (with the ledger's spool).
+    durable: Option<crate::ledger::Durable>,
 }
 
 impl Settlement {
@@ -104,6 +106,7 @@ impl Settlement {
             meter: None,
             metered: None,
             settled: false,
+            durable: None,
         }
     }
 
@@ -151,6 +154,12 @@ impl Settlement {
                 ..Metered::default()
             },
         })
+    }
+
+    /// After [`Settlement::finish`]: what resolves once the call's usage is on disk, for
+    /// the relay to hold the response's last bytes until then.
+    pub fn take_durable(&mut self) -> Option<crate::ledger::Durable> {
+        self.durable.take()
     }
 
     /// Writes the usage event; later calls and the drop do nothing.
@@ -361,7 +370,8 @@ impl Settlement {
         .flatten()
         .sum::<u64>();
         let debit = self.charges.as_ref().is_some_and(|c| c.debit_credits);
-        self.ledger.record(event, debit);
+        // Events are spooled in order: the last one on disk means all of them are.
+        self.durable = self.ledger.record(event, debit);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -81,12 +81,38 @@ impl AppState {
                 .await?
                 .context("admin token hash missing")?,
         };
+        // What a crash left unwritten goes in before budgets and credits are read.
+        let spool_dir = config.data_dir.join("spool");
+        let fallback = config.data_dir.join("unwritten-usage-events.jsonl");
+        let replayed = crate::spool::replay(
+            store.as_ref(),
+            &spool_dir,
+            &fallback,
+            config.ledger.batch_size,
+        )
+        .await
+        .context("cannot write the usage events a previous run left in the spool")?;
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                "wrote usage events left by a previous run"
+            );
+        }
+        let spool = match config.ledger.spool {
+            true => Some(
+                crate::spool::Spool::create(&spool_dir)
+                    .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?,
+            ),
+            false => None,
+        };
         let (ledger, ledger_task) = Ledger::start(
             store.clone(),
             config.ledger.batch_size,
             std::time::Duration::from_millis(config.ledger.flush_interval_ms),
-            config.data_dir.join("unwritten-usage-events.jsonl"),
-        );
+            fallback,
+            spool,
+        )
+        .context("cannot start the ledger writer")?;
         let secrets = SecretKey::load(env(SECRET_KEY_ENV).as_deref(), &config.secret_key_file())?;
         let tenants = Tenants::load(store.as_ref(), &secrets).await?;
         let oauth = config.auth.oauth.as_ref().map(|o| {

@@ -123,6 +123,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes usage events and their credit debits in one transaction: all or none.
     async fn insert_usage(&self, events: &[UsageEvent], debits: &[CreditEntry]) -> Result<()>;
+    /// Which of these event ids the ledger already holds (replaying a spool skips them).
+    async fn usage_ids_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>>;
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage>;
     async fn usage_summary(
         &self,

@@ -930,6 +930,24 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn usage_ids_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        let mut present = std::collections::HashSet::new();
+        // SQLite binds at most 32766 parameters per statement.
+        for chunk in ids.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT id FROM usage_events WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            q.push(")");
+            let rows = q.build().fetch_all(&self.pool).await?;
+            for row in rows {
+                present.insert(row.try_get::<String, _>("id")?);
+            }
+        }
+        Ok(present)
+    }
+
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage> {
         let limit = page_limit(limit);
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM usage_events WHERE 1=1");

@@ -256,6 +256,18 @@ async fn keys_settings_and_usage(store: &dyn Store) {
         8,
         "the duplicate batch left nothing behind"
     );
+    let asked = vec![
+        event(1, "key_a", "gpt-4o", "1").id,
+        event(100, "key_a", "gpt-4o", "1").id,
+        "nope".to_string(),
+    ];
+    let present = store.usage_ids_present(&asked).await.unwrap();
+    assert_eq!(
+        present,
+        [event(1, "key_a", "gpt-4o", "1").id].into_iter().collect(),
+        "only ids already written are present"
+    );
+    assert!(store.usage_ids_present(&[]).await.unwrap().is_empty());
 }
 
 fn project(id: &str, created_ms: i64) -> ProjectRecord {

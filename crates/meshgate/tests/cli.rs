@@ -2,63 +2,12 @@
 //! generated admin token), `keys`, `usage` and `pricing check` against it, and SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{serve, Server, BIN};
 use meshgate_mock::MockServer;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
-
-struct Server {
-    child: Child,
-    base: String,
-    banner: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data_dir: &Path, mock: &MockServer) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("OPENAI_API_KEY", "sk-mock-openai")
-        .env("ANTHROPIC_API_KEY", "sk-ant-mock")
-        .env("MESHGATE_OPENAI_BASE_URL", format!("{}/v1", mock.url()))
-        .env("MESHGATE_ANTHROPIC_BASE_URL", mock.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut banner = Vec::new();
-    // The banner ends with the usage hint line; reading stops there.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let done = line.contains("meshgate usage");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    let base = banner[0]
-        .strip_prefix("meshgate listening on ")
-        .unwrap_or_else(|| panic!("unexpected banner: {banner:?}"))
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base,
-        banner,
-    }
-}
+use std::process::Command;
 
 fn meshgate(args: &[&str], server: &Server, data_dir: &Path) -> (bool, String, String) {
     let output = Command::new(BIN)
