@@ -32,6 +32,9 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# The real Codex CLI and Claude Code for test_devcmds.py (skipped there if not installed).
+bash "$root/tests/clients/install.sh"
+
 cd "$root"
 cargo build --quiet -p meshgate -p meshgate-mock
 target="$(cargo metadata --format-version 1 --no-deps \

@@ -158,7 +158,13 @@ async fn usage_summary(
         .await
         .map_err(storage)?;
     let total_cost: Money = data.iter().map(|r| r.cost_usd + r.markup_usd).sum();
-    Ok(serde_json::json!({ "group_by": group_by, "data": data, "total_charged_usd": total_cost }))
+    let total = meshgate_store::SummaryRow::total(&data);
+    Ok(serde_json::json!({
+        "group_by": group_by,
+        "data": data,
+        "total": total,
+        "total_charged_usd": total_cost,
+    }))
 }
 
 fn storage(e: meshgate_store::StoreError) -> GatewayError {
@@ -198,8 +204,10 @@ async fn me(state: &AppState, principal: &Principal) -> Result<serde_json::Value
         report(&name, need.account, need.limit);
     }
     let key = principal.key.as_deref();
+    let credential = credential_json(state, principal).await?;
     Ok(serde_json::json!({
         "project_id": principal.project_id,
+        "credential": credential,
         "key_id": key.map(|k| &k.id),
         "token_id": principal.token_id,
         "user": principal.user,
@@ -217,6 +225,32 @@ async fn me(state: &AppState, principal: &Principal) -> Result<serde_json::Value
         },
         "budgets": budgets,
     }))
+}
+
+/// What kind of credential the caller used, its id and (for an API key) its name.
+async fn credential_json(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<serde_json::Value, GatewayError> {
+    let (kind, id) = if let Some(d) = &principal.delegation {
+        ("delegation", Some(d.id.clone()))
+    } else if let Some(key) = principal.key_id() {
+        ("key", Some(key.to_string()))
+    } else if let Some(jti) = &principal.token_id {
+        ("token", Some(jti.clone()))
+    } else {
+        ("user", principal.user.clone())
+    };
+    let name = match (kind, &id) {
+        ("key", Some(id)) => state
+            .store
+            .get_key(id)
+            .await
+            .map_err(storage)?
+            .map(|k| k.name),
+        _ => None,
+    };
+    Ok(serde_json::json!({ "kind": kind, "id": id, "name": name }))
 }
 
 fn period_name(p: Period) -> &'static str {

@@ -358,6 +358,12 @@ async fn admin_token(
 
 /// Writes a secret readable by its owner only.
 pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    write_private_exact(path, &format!("{secret}\n"))
+}
+
+/// Writes `text` byte for byte; a file created here is readable by its owner only (an
+/// existing file keeps its mode).
+pub fn write_private_exact(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -369,8 +375,7 @@ pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(secret.as_bytes())?;
-    file.write_all(b"\n")?;
+    file.write_all(text.as_bytes())?;
     Ok(())
 }
 

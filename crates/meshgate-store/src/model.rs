@@ -371,3 +371,22 @@ pub struct SummaryRow {
     pub cost_usd: Money,
     pub markup_usd: Money,
 }
+
+impl SummaryRow {
+    /// The rows added up (no group).
+    pub fn total(rows: &[SummaryRow]) -> SummaryRow {
+        let mut total = SummaryRow::default();
+        for r in rows {
+            total.requests += r.requests;
+            total.errors += r.errors;
+            total.input_uncached += r.input_uncached;
+            total.cache_read += r.cache_read;
+            total.cache_write += r.cache_write;
+            total.output += r.output;
+            total.reasoning += r.reasoning;
+            total.cost_usd += r.cost_usd;
+            total.markup_usd += r.markup_usd;
+        }
+        total
+    }
+}

@@ -193,50 +193,54 @@ fn print_key_header() {
 pub struct UsageArgs {
     /// Only this project's usage.
     #[arg(long)]
-    project: Option<String>,
+    pub project: Option<String>,
     /// Only this key's usage.
     #[arg(long)]
-    key_id: Option<String>,
+    pub key_id: Option<String>,
     /// Only this participant token's usage (its jti).
     #[arg(long)]
-    token_id: Option<String>,
+    pub token_id: Option<String>,
     /// Only this participant or OAuth user.
     #[arg(long)]
-    user: Option<String>,
+    pub user: Option<String>,
     /// Only this room.
     #[arg(long)]
-    room: Option<String>,
+    pub room: Option<String>,
     /// Only this delegation.
     #[arg(long)]
-    delegation_id: Option<String>,
+    pub delegation_id: Option<String>,
     /// Only calls annotated `name=value` (header `Meshgate-Annotation-<name>`); repeatable.
     #[arg(long = "annotation", value_name = "NAME=VALUE")]
-    annotations: Vec<String>,
+    pub annotations: Vec<String>,
     /// Only this model (as the client asked for it).
     #[arg(long)]
-    model: Option<String>,
+    pub model: Option<String>,
     /// From this time (RFC 3339 or unix ms).
     #[arg(long)]
-    since: Option<String>,
+    pub since: Option<String>,
     /// Until this time, exclusive.
     #[arg(long)]
-    until: Option<String>,
+    pub until: Option<String>,
     /// Totals grouped by model, key, project, token, user, room, delegation, day or
     /// annotation:<name> (the default view).
     #[arg(long, default_value = "model")]
-    group_by: String,
+    pub group_by: String,
     /// List events instead of totals, newest first.
     #[arg(long)]
-    events: bool,
+    pub events: bool,
     /// Events per page.
     #[arg(long, default_value_t = 50)]
-    limit: u32,
+    pub limit: u32,
     /// Older events than this event id (the `--before` hint of the previous page).
     #[arg(long)]
-    before: Option<String>,
+    pub before: Option<String>,
     /// Print the raw JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    /// Your own usage (the credential of `meshgate login` or MESHGATE_TOKEN), not the
+    /// admin view. The default when no admin token is given and you are logged in.
+    #[arg(long)]
+    pub mine: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -416,7 +420,24 @@ pub async fn audit(args: AuditArgs, target: &AdminTarget) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn usage(args: UsageArgs, target: &AdminTarget) -> anyhow::Result<()> {
+/// `meshgate usage`: the caller's own usage with `--mine`, or when neither an admin token
+/// nor an admin-only filter is given and a developer credential is at hand; the admin
+/// view otherwise.
+pub async fn usage(args: UsageArgs, target: &AdminTarget, url_given: bool) -> anyhow::Result<()> {
+    let admin_filters = args.project.is_some()
+        || args.key_id.is_some()
+        || args.token_id.is_some()
+        || args.user.is_some()
+        || args.room.is_some()
+        || args.delegation_id.is_some()
+        || !args.annotations.is_empty();
+    if args.mine && admin_filters {
+        bail!("--mine shows your own usage: --project, --key-id, --token-id, --user, --room, --delegation-id and --annotation need the admin view");
+    }
+    let admin_asked = target.admin_token.is_some() || admin_filters;
+    if args.mine || (!admin_asked && crate::devtarget::has_credential()) {
+        return crate::my_usage::usage(args, url_given.then_some(target.url.as_str())).await;
+    }
     let client = AdminClient::new(target)?;
     let mut query: Vec<(&str, String)> = Vec::new();
     for (name, value) in [
@@ -489,9 +510,16 @@ pub async fn usage(args: UsageArgs, target: &AdminTarget) -> anyhow::Result<()> 
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
+    let rows = summary["data"].as_array().cloned().unwrap_or_default();
+    print_summary_table(&args.group_by, &rows, &summary["total"]);
+    Ok(())
+}
+
+/// A usage summary as a table: one row per group, then the total.
+pub fn print_summary_table(label: &str, rows: &[Value], total: &Value) {
     println!(
         "{:<30} {:>8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
-        args.group_by,
+        label,
         "requests",
         "errors",
         "input",
@@ -501,13 +529,11 @@ pub async fn usage(args: UsageArgs, target: &AdminTarget) -> anyhow::Result<()> 
         "markup_usd",
         "cost_usd"
     );
-    let rows = summary["data"].as_array().cloned().unwrap_or_default();
-    for row in rows.iter().chain(std::iter::once(&summary["total"])) {
-        let label = if std::ptr::eq(row, &summary["total"]) {
-            "TOTAL"
-        } else {
-            row["group"].as_str().unwrap_or("-")
-        };
+    for (row, label) in rows
+        .iter()
+        .map(|r| (r, r["group"].as_str().unwrap_or("-")))
+        .chain(std::iter::once((total, "TOTAL")))
+    {
         println!(
             "{:<30} {:>8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
             label,
@@ -521,7 +547,6 @@ pub async fn usage(args: UsageArgs, target: &AdminTarget) -> anyhow::Result<()> 
             row["cost_usd"].as_str().unwrap_or("0"),
         );
     }
-    Ok(())
 }
 
 pub fn pricing(command: PricingCommand) -> anyhow::Result<()> {

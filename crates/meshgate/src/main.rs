@@ -8,14 +8,23 @@
 //! - `commands`: keys, usage, audit, pricing, and the flags and printing shared.
 //! - `projects`: projects, credits and provider keys.
 //! - `tokens`: signing keys and minting participant tokens.
+//! - `devconfig`, `devtarget`: the developer's stored login and the gateway it names.
+//! - `login`, `setup`, `run`, `my_usage`: the developer's commands (`login`, `whoami`,
+//!   `logout`, `setup codex|claude`, `run`, and `usage` of one's own).
 
 mod admin_client;
 mod commands;
+mod devconfig;
+mod devtarget;
+mod login;
+mod my_usage;
 mod projects;
+mod run;
 mod serve;
+mod setup;
 mod tokens;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -107,10 +116,36 @@ enum Command {
         #[command(subcommand)]
         command: commands::PricingCommand,
     },
+    /// Store a gateway URL and your credential (checked against the gateway first).
+    Login(login::LoginArgs),
+    /// Show your project, credential, limits and remaining budget or credits.
+    Whoami {
+        /// Print the gateway's raw answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the stored login.
+    Logout,
+    /// Point Codex CLI or Claude Code at the gateway.
+    Setup {
+        #[command(subcommand)]
+        command: setup::SetupCommand,
+    },
+    /// Run a command with the OpenAI and Anthropic SDK variables set for the gateway.
+    Run(run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Whether `usage` was given a gateway URL, rather than falling back to the default.
+    let usage_url_given = matches
+        .subcommand_matches("usage")
+        .and_then(|m| m.value_source("url"))
+        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,8 +165,15 @@ fn main() -> std::process::ExitCode {
             Command::Token { command, target } => tokens::token(command, &target).await,
             Command::Providers { command, target } => projects::providers(command, &target).await,
             Command::Audit { args, target } => commands::audit(args, &target).await,
-            Command::Usage { args, target } => commands::usage(args, &target).await,
+            Command::Usage { args, target } => {
+                commands::usage(args, &target, usage_url_given).await
+            }
             Command::Pricing { command } => commands::pricing(command),
+            Command::Login(args) => login::login(args).await,
+            Command::Whoami { json } => login::whoami(json).await,
+            Command::Logout => login::logout(),
+            Command::Setup { command } => setup::setup(command),
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

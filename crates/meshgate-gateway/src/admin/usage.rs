@@ -169,18 +169,7 @@ pub async fn usage_summary(
     params.finish()?;
     state.ledger.flush().await;
     let rows = state.store.usage_summary(&filter, group_by).await?;
-    let mut total = SummaryRowView::default();
-    for row in &rows {
-        total.requests += row.requests;
-        total.errors += row.errors;
-        total.input_uncached += row.input_uncached;
-        total.cache_read += row.cache_read;
-        total.cache_write += row.cache_write;
-        total.output += row.output;
-        total.reasoning += row.reasoning;
-        total.cost_usd += row.cost_usd;
-        total.markup_usd += row.markup_usd;
-    }
+    let total = SummaryRowView::from(&meshgate_store::SummaryRow::total(&rows));
     Ok(Json(SummaryView {
         group_by: group_name,
         data: rows.iter().map(SummaryRowView::from).collect(),

@@ -691,7 +691,7 @@ async fn annotations_tag_events_and_never_reach_the_provider() {
 async fn a_caller_reads_only_its_own_usage() {
     let h = Harness::start().await;
     new_project(&h, "other", json!({})).await;
-    let (other_key, _) = new_key(&h, "other", json!({})).await;
+    let (other_key, other_id) = new_key(&h, "other", json!({})).await;
     assert_eq!(call(&h, &h.key, "gpt-4o-mini").await.status(), 200);
     assert_eq!(call(&h, &other_key, "gpt-4o").await.status(), 200);
     h.wait_events(2).await;
@@ -721,6 +721,24 @@ async fn a_caller_reads_only_its_own_usage() {
         .unwrap();
     assert_eq!(summary["data"].as_array().unwrap().len(), 1, "{summary}");
     assert_eq!(summary["data"][0]["requests"], 1);
+    assert_eq!(summary["total"]["requests"], 1);
+    assert_eq!(summary["total"]["cost_usd"], summary["data"][0]["cost_usd"]);
+    // Who the caller is: the key's kind, id and name (what `meshgate whoami` shows).
+    let me: Value = h
+        .http
+        .get(h.url("/v1/me"))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["credential"],
+        json!({"kind": "key", "id": other_id, "name": "policy"})
+    );
+    assert_eq!(me["project_id"], "other");
     // Another project's key cannot reach the admin API either.
     let admin_try = h
         .http
