@@ -425,15 +425,15 @@ def report(res) -> str:
                            f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added_p50} | {added_cpu} |")
         out.append("")
     if res.get("spool"):
-        out.append("### The usage spool (chat, not streamed: default spool on vs `ledger.spool = false`)")
+        out.append("### The usage spool (chat, not streamed: `ledger.spool` off, write (default), sync)")
         out.append("")
-        out.append("| concurrency | ledger | req/s | p50 ms | p99 ms | proxy CPU us/req | added p50 ms | added p99 ms |")
+        out.append("| concurrency | spool | req/s | p50 ms | p99 ms | proxy CPU us/req | added p50 ms | added p99 ms |")
         out.append("|---|---|---:|---:|---:|---:|---:|---:|")
         for pt in res["spool"]:
-            off = pt["median"]["no spool"]
-            for lane in ("no spool", "spool"):
+            off = pt["median"]["off"]
+            for lane in ("off", "write", "sync"):
                 m = pt["median"][lane]
-                added = ("", "") if lane == "no spool" else \
+                added = ("", "") if lane == "off" else \
                     (f"{m['p50_ms'] - off['p50_ms']:+.3f}", f"{m['p99_ms'] - off['p99_ms']:+.3f}")
                 out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
                            f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added[0]} | {added[1]} |")
@@ -524,15 +524,14 @@ def main():
 
 
 def paired_points(mock, levels, args, label, lanes):
-    """Two lanes (name -> (target, body, extra headers)) measured at each concurrency level,
-    alternating which goes first; the medians per lane and level."""
+    """Lanes (name -> (target, body, extra headers)) measured at each concurrency level, in
+    an order rotated each repetition; the medians per lane and level."""
     points = []
     for c in levels:
         runs = {lane: [] for lane in lanes}
         for rep in range(args.reps):
-            order_ = list(lanes)
-            if rep % 2:
-                order_.reverse()
+            names = list(lanes)
+            order_ = names[rep % len(names):] + names[:rep % len(names)]
             for lane in order_:
                 target, body, extra = lanes[lane]
                 r = measure(target, mock.pid, body, extra, c, args)
@@ -678,18 +677,20 @@ def run(args, tmp: Path, started: str):
         "translated": (targets["meshgate"], TRANSLATED_BODY, stream_extra),
     })
 
-    # 4b. what the usage spool costs: the same chat load on meshgate with the spool (the
-    #     default: each event synced to disk before its response ends) and on a second
-    #     meshgate without it, interleaved
-    nospool, nospool_url, nospool_secret, _ = start_meshgate(
-        tmp, mock_url, "meshgate-nospool", config_text="[ledger]\nspool = false\n")
-    no_spool = Target("no spool", nospool_url + "/openai/v1/chat/completions",
-                      {"Authorization": f"Bearer {nospool_secret}"}, [nospool.pid])
-    res["spool"] = paired_points(mock, levels, args, "ledger", {
-        "spool": (targets["meshgate"], CHAT_BODY, {}),
-        "no spool": (no_spool, CHAT_BODY, {}),
-    })
-    PROCS.stop(nospool)
+    # 4b. what the usage spool costs: the same chat load on meshgate with the default
+    #     `write` spool, and on two more meshgates with `sync` and `off`, interleaved
+    spool_lanes = {"write": (targets["meshgate"], CHAT_BODY, {})}
+    extra_mg = []
+    for mode in ("sync", "off"):
+        p, url, secret, _ = start_meshgate(
+            tmp, mock_url, f"meshgate-spool-{mode}", config_text=f'[ledger]\nspool = "{mode}"\n')
+        extra_mg.append(p)
+        target = Target(mode, url + "/openai/v1/chat/completions",
+                        {"Authorization": f"Bearer {secret}"}, [p.pid])
+        spool_lanes[mode] = (target, CHAT_BODY, {})
+    res["spool"] = paired_points(mock, levels, args, "spool", spool_lanes)
+    for p in extra_mg:
+        PROCS.stop(p)
 
     # 5. memory: main process peak, ledger rows, then 64 slow streams on a fresh meshgate
     time.sleep(1.0)  # let the batched ledger writer drain

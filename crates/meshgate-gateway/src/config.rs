@@ -249,9 +249,10 @@ pub struct LedgerConfig {
     pub batch_size: usize,
     /// How long usage events gather before they are written together.
     pub flush_interval_ms: u64,
-    /// Put every usage event on local disk (the spool, `<data_dir>/spool/`) before its
-    /// response's last byte leaves, so a crash loses none; off trades that for latency.
-    pub spool: bool,
+    /// Keep every usage event in a local file (the spool, `<data_dir>/spool/`) before its
+    /// response's last byte leaves: `write` survives the process dying, `sync` the machine
+    /// too (an fdatasync per group of calls), `off` neither.
+    pub spool: crate::spool::SpoolMode,
 }
 
 impl Default for Config {
@@ -315,7 +316,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             batch_size: 512,
             flush_interval_ms: 10,
-            spool: true,
+            spool: crate::spool::SpoolMode::Write,
         }
     }
 }

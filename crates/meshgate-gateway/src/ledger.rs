@@ -1,7 +1,7 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
-//! With a spool (the default), events pass through [`crate::spool`] first, which puts them
-//! on disk before their calls' responses end.
+//! With a spool (the default), events pass through [`crate::spool`] first, which keeps them
+//! in a local file before their calls' responses end.
 
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::spool::{Spool, Spooled};
+use crate::spool::{Spool, SpoolMode, Spooled};
+use std::sync::Mutex;
 
 pub(crate) enum Message {
     /// An event, whether its charge is debited from the project's credits, and its spool
@@ -39,7 +40,14 @@ pub struct Ledger {
 #[derive(Clone)]
 enum Sink {
     Writer(mpsc::UnboundedSender<Message>),
-    Spool(mpsc::UnboundedSender<Spooled>),
+    /// `write` spool: the recording call appends its event to the file itself.
+    Spool {
+        spool: Arc<Mutex<Spool>>,
+        writer: mpsc::UnboundedSender<Message>,
+        committed: Arc<AtomicU64>,
+    },
+    /// `sync` spool: the spool thread syncs events in groups.
+    SyncSpool(mpsc::UnboundedSender<Spooled>),
 }
 
 /// Resolves once a recorded event is on disk (see [`Ledger::record`]).
@@ -49,25 +57,31 @@ impl Ledger {
     /// Starts the writer, which writes what arrived within each `window` in one batch.
     /// Events the store refuses after retries are appended as JSON lines to `fallback` so
     /// that none is lost.
-    /// With a `spool`, every event is on disk before [`Ledger::record`]'s [`Durable`]
-    /// resolves; without, events live in memory until their batch is written.
+    /// With a `spool`, each event is in its file when [`Ledger::record`] returns (`write`)
+    /// or on disk when its [`Durable`] resolves (`sync`); without, events live in memory
+    /// until their batch is written.
     pub fn start(
         store: Arc<dyn Store>,
         batch_size: usize,
         window: Duration,
         fallback: PathBuf,
-        spool: Option<Spool>,
+        spool: Option<(Spool, SpoolMode)>,
     ) -> std::io::Result<(Ledger, JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let urgent = Arc::new(Notify::new());
         let committed = Arc::new(AtomicU64::new(0));
         let sink = match spool {
-            Some(spool) => {
+            Some((spool, SpoolMode::Sync)) => {
                 let (spool_tx, spool_rx) = mpsc::unbounded_channel();
                 crate::spool::spawn(spool, spool_rx, tx.clone(), committed.clone())?;
-                Sink::Spool(spool_tx)
+                Sink::SyncSpool(spool_tx)
             }
-            None => Sink::Writer(tx),
+            Some((spool, SpoolMode::Write)) => Sink::Spool {
+                spool: Arc::new(Mutex::new(spool)),
+                writer: tx.clone(),
+                committed: committed.clone(),
+            },
+            Some((_, SpoolMode::Off)) | None => Sink::Writer(tx.clone()),
         };
         let task = tokio::spawn(write_loop(
             store,
@@ -81,13 +95,19 @@ impl Ledger {
         Ok((Ledger { sink, urgent }, task))
     }
 
-    /// Queues one event (and, with `debit`, its charge as a credit debit); never blocks.
-    /// With a spool, the returned [`Durable`] resolves once the event is on disk.
+    /// Queues one event (and, with `debit`, its charge as a credit debit); never waits for
+    /// the database. With a `sync` spool, the returned [`Durable`] resolves once the event
+    /// is on disk.
     pub fn record(&self, event: UsageEvent, debit: bool) -> Option<Durable> {
         let event = Box::new(event);
         let (sent, durable) = match &self.sink {
             Sink::Writer(tx) => (tx.send(Message::Event(event, debit, None)).is_ok(), None),
-            Sink::Spool(tx) => {
+            Sink::Spool {
+                spool,
+                writer,
+                committed,
+            } => (write_spooled(spool, writer, committed, event, debit), None),
+            Sink::SyncSpool(tx) => {
                 let (done, durable) = oneshot::channel();
                 let item = Spooled::Event {
                     event,
@@ -105,8 +125,8 @@ impl Ledger {
 
     fn send(&self, message: Message) -> bool {
         match &self.sink {
-            Sink::Writer(tx) => tx.send(message).is_ok(),
-            Sink::Spool(tx) => tx.send(Spooled::Other(message)).is_ok(),
+            Sink::Writer(tx) | Sink::Spool { writer: tx, .. } => tx.send(message).is_ok(),
+            Sink::SyncSpool(tx) => tx.send(Spooled::Other(message)).is_ok(),
         }
     }
 
@@ -135,6 +155,34 @@ impl Ledger {
         self.send(Message::Close);
         self.urgent.notify_one();
     }
+}
+
+/// Appends an event to the `write` spool and queues it for the database, both under the
+/// spool's lock so that events reach the writer in spool order (the writer's progress
+/// tells the spool what it may drop). Returns whether the writer took it.
+fn write_spooled(
+    spool: &Mutex<Spool>,
+    writer: &mpsc::UnboundedSender<Message>,
+    committed: &AtomicU64,
+    event: Box<UsageEvent>,
+    debit: bool,
+) -> bool {
+    let mut line = Vec::with_capacity(1024);
+    let serialised = crate::spool::line(&mut line, &event, debit);
+    let mut spool = spool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seq =
+        serialised.and_then(|()| spool.append(&line, 1, false, committed.load(Ordering::Acquire)));
+    let seq = match seq {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            // The event still goes to the database; only the crash guarantee is lost.
+            tracing::error!(error = %e, "cannot write a usage event to the spool");
+            None
+        }
+    };
+    writer.send(Message::Event(event, debit, seq)).is_ok()
 }
 
 /// What the writer has taken from the channel and not yet acted on.

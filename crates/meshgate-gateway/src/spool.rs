@@ -1,13 +1,15 @@
-//! The usage spool: every usage event is appended to a local file and synced to disk
-//! before the end of its response reaches the client, so that a crash (SIGKILL, power loss
-//! after the sync) loses no event of a response that was delivered.
+//! The usage spool: every usage event is appended to a local file before the end of its
+//! response reaches the client, so that a crash loses no event of a delivered response.
 //!
-//! One thread owns the files. It takes every event that arrived meanwhile, appends them
-//! as JSON lines with one write and one `fdatasync` (group commit), wakes the calls that
-//! wait for them, and hands them on to the database writer. Files are segments: a segment
-//! whose events the database has all committed is deleted (the last one is truncated).
-//! At start, [`replay`] writes what a crash left behind, skipping events already in the
-//! database, so nothing is counted twice.
+//! Two strengths ([`SpoolMode`]): `write` appends each event with one `write(2)` from the
+//! call that ends (the kernel holds it: it survives the process being killed, SIGKILL
+//! included, not the machine going down); `sync` also puts it on the disk, where one thread
+//! takes every event that arrived meanwhile and appends them with one write and one
+//! `fdatasync` (group commit), then wakes the calls that wait for them. Either way events
+//! then go to the database writer in spool order. Files are segments: a segment whose events
+//! the database has all committed is deleted (the last one is truncated). At start,
+//! [`replay`] writes what a crash left behind, skipping events already in the database, so
+//! nothing is counted twice.
 
 use crate::ledger::{debits, Message};
 use meshgate_store::{Store, UsageEvent};
@@ -18,6 +20,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// How strongly usage events are kept before their responses end (`ledger.spool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolMode {
+    /// In memory until the database has them (up to `ledger.flush_interval_ms`).
+    Off,
+    /// Written to the spool file: survives the process dying, not the machine.
+    Write,
+    /// Written and synced to disk: survives power loss too; costs a sync per group.
+    Sync,
+}
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 8 << 20;
@@ -35,6 +49,13 @@ struct Entry {
 struct EntryRef<'a> {
     event: &'a UsageEvent,
     debit: bool,
+}
+
+/// Appends an event's spool line to `buf`.
+pub(crate) fn line(buf: &mut Vec<u8>, event: &UsageEvent, debit: bool) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *buf, &EntryRef { event, debit }).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
+    Ok(())
 }
 
 /// The spool's files; owned by the spool thread.
@@ -70,17 +91,22 @@ impl Spool {
         })
     }
 
-    /// Appends the events and syncs them to disk; returns the last one's sequence number.
-    fn append(&mut self, entries: &[Entry]) -> std::io::Result<u64> {
-        let mut buf = Vec::with_capacity(entries.len() * 768);
-        for entry in entries {
-            serde_json::to_writer(&mut buf, entry).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
+    /// Appends `count` events already serialised by [`line`] (synced to disk with `sync`),
+    /// after dropping what the database has committed; returns the last one's sequence number.
+    pub(crate) fn append(
+        &mut self,
+        lines: &[u8],
+        count: u64,
+        sync: bool,
+        committed: u64,
+    ) -> std::io::Result<u64> {
+        self.release(committed)?;
+        self.current.write_all(lines)?;
+        if sync {
+            self.current.sync_data()?;
         }
-        self.current.write_all(&buf)?;
-        self.current.sync_data()?;
-        self.current_len += buf.len() as u64;
-        self.appended += entries.len() as u64;
+        self.current_len += lines.len() as u64;
+        self.appended += count;
         if self.current_len >= self.segment_bytes {
             let (file, path) = open_segment(&self.dir, self.next_segment)?;
             self.next_segment += 1;
@@ -182,12 +208,25 @@ fn commit(
     writer: &mpsc::UnboundedSender<Message>,
     committed: &AtomicU64,
 ) {
-    if let Err(e) = spool.release(committed.load(Ordering::Acquire)) {
-        tracing::warn!(error = %e, "cannot drop committed usage spool segments");
+    let mut lines = Vec::new();
+    let mut count = 0;
+    for item in batch.iter() {
+        if let Spooled::Event { event, debit, .. } = item {
+            if let Err(e) = line(&mut lines, event, *debit) {
+                tracing::error!(error = %e, "cannot serialise a usage event for the spool");
+            }
+            count += 1;
+        }
     }
-    let mut entries = Vec::new();
-    let mut wakers = Vec::new();
-    let mut rest = Vec::with_capacity(batch.len());
+    let first_seq = spool.appended + 1;
+    if count > 0 {
+        if let Err(e) = spool.append(&lines, count, true, committed.load(Ordering::Acquire)) {
+            // The events still go to the database; only the crash guarantee is lost.
+            tracing::error!(error = %e, count, "cannot write usage events to the spool");
+        }
+    }
+    // In arrival order: a flush waits for the events before it.
+    let mut seq = first_seq;
     for item in batch.drain(..) {
         match item {
             Spooled::Event {
@@ -195,40 +234,14 @@ fn commit(
                 debit,
                 durable,
             } => {
-                entries.push(Entry {
-                    event: *event,
-                    debit,
-                });
-                wakers.push(durable);
+                let _ = writer.send(Message::Event(event, debit, Some(seq)));
+                let _ = durable.send(());
+                seq += 1;
             }
-            Spooled::Other(message) => rest.push((entries.len(), message)),
+            Spooled::Other(message) => {
+                let _ = writer.send(message);
+            }
         }
-    }
-    let first_seq = spool.appended + 1;
-    if !entries.is_empty() {
-        if let Err(e) = spool.append(&entries) {
-            // The events still go to the database; only the crash guarantee is lost.
-            tracing::error!(error = %e, count = entries.len(), "cannot write usage events to the spool");
-        }
-    }
-    for durable in wakers {
-        let _ = durable.send(());
-    }
-    // Other messages keep their place among the events (a flush waits for those before it).
-    let mut rest = rest.into_iter().peekable();
-    for (i, entry) in entries.into_iter().enumerate() {
-        while let Some((_, message)) = rest.next_if(|(at, _)| *at == i) {
-            let _ = writer.send(message);
-        }
-        let seq = first_seq + i as u64;
-        let _ = writer.send(Message::Event(
-            Box::new(entry.event),
-            entry.debit,
-            Some(seq),
-        ));
-    }
-    for (_, message) in rest {
-        let _ = writer.send(message);
     }
 }
 
@@ -315,12 +328,7 @@ pub(crate) fn append_fallback(
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     let mut buf = Vec::new();
     for (event, debit) in events.iter().zip(debit) {
-        let entry = EntryRef {
-            event,
-            debit: *debit,
-        };
-        serde_json::to_writer(&mut buf, &entry).map_err(std::io::Error::other)?;
-        buf.push(b'\n');
+        line(&mut buf, event, *debit)?;
     }
     file.write_all(&buf)?;
     file.sync_all()
@@ -369,11 +377,15 @@ mod tests {
         }
     }
 
-    fn entry(id: &str, cost: &str) -> Entry {
-        Entry {
-            event: event(id, cost),
-            debit: true,
+    /// Appends events (debited) to the spool, synced.
+    fn append(spool: &mut Spool, ids: &[&str], committed: u64) -> u64 {
+        let mut lines = Vec::new();
+        for id in ids {
+            line(&mut lines, &event(id, "1"), true).unwrap();
         }
+        spool
+            .append(&lines, ids.len() as u64, true, committed)
+            .unwrap()
     }
 
     async fn store(dir: &Path) -> SqliteStore {
@@ -386,9 +398,10 @@ mod tests {
         let store = store(tmp.path()).await;
         let dir = tmp.path().join("spool");
         let mut spool = Spool::create(&dir).unwrap();
-        spool
-            .append(&[entry("e1", "0.5"), entry("e2", "0.25")])
-            .unwrap();
+        let mut lines = Vec::new();
+        line(&mut lines, &event("e1", "0.5"), true).unwrap();
+        line(&mut lines, &event("e2", "0.25"), true).unwrap();
+        spool.append(&lines, 2, true, 0).unwrap();
         // e1 reached the database (with its debit) before the crash; e2 did not.
         let e1 = vec![event("e1", "0.5")];
         store
@@ -426,8 +439,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut spool = Spool::create(tmp.path()).unwrap();
         spool.segment_bytes = 1;
-        let first = spool.append(&[entry("a", "1")]).unwrap();
-        let second = spool.append(&[entry("b", "1"), entry("c", "1")]).unwrap();
+        let first = append(&mut spool, &["a"], 0);
+        let second = append(&mut spool, &["b", "c"], 0);
         assert_eq!((first, second), (1, 3));
         assert_eq!(
             segments(tmp.path()).unwrap().len(),
@@ -437,8 +450,7 @@ mod tests {
         spool.release(1).unwrap();
         assert_eq!(segments(tmp.path()).unwrap().len(), 2);
         spool.segment_bytes = SEGMENT_BYTES;
-        spool.append(&[entry("d", "1")]).unwrap();
-        spool.release(3).unwrap();
+        append(&mut spool, &["d"], 3);
         let left = segments(tmp.path()).unwrap();
         assert_eq!(left.len(), 1);
         let text = std::fs::read_to_string(&left[0].1).unwrap();
@@ -447,8 +459,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&left[0].1).unwrap().len(), 0);
     }
 
-    #[tokio::test]
-    async fn recorded_events_are_on_disk_before_they_are_durable() {
+    /// Records two events through a ledger with a spool of `mode`: each is in the spool
+    /// file once recorded (`write`) or once durable (`sync`), before the database has it,
+    /// and the file drops it once the database does.
+    async fn events_are_spooled_before_the_database_has_them(mode: SpoolMode) {
         let tmp = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(store(tmp.path()).await);
         let dir = tmp.path().join("spool");
@@ -458,7 +472,7 @@ mod tests {
             512,
             std::time::Duration::from_secs(3600),
             tmp.path().join("fallback.jsonl"),
-            Some(spool),
+            Some((spool, mode)),
         )
         .unwrap();
         let spooled = || {
@@ -468,19 +482,23 @@ mod tests {
             }
             text
         };
-        let durable = ledger.record(event("x1", "0.1"), false).unwrap();
-        durable.await.unwrap();
+        let record = |id: &str| {
+            let durable = ledger.record(event(id, "0.1"), false);
+            assert_eq!(durable.is_some(), mode == SpoolMode::Sync);
+            durable
+        };
+        if let Some(durable) = record("x1") {
+            durable.await.unwrap();
+        }
         assert!(spooled().contains("\"x1\""));
-        // The hour-long window has not passed: on disk, not yet in the database.
+        // The hour-long window has not passed: spooled, not yet in the database.
         let ids = ["x1".to_string(), "x2".to_string()];
         assert!(store.usage_ids_present(&ids).await.unwrap().is_empty());
         ledger.flush().await;
         assert_eq!(store.usage_ids_present(&ids).await.unwrap().len(), 1);
-        ledger
-            .record(event("x2", "0.1"), false)
-            .unwrap()
-            .await
-            .unwrap();
+        if let Some(durable) = record("x2") {
+            durable.await.unwrap();
+        }
         let text = spooled();
         assert!(
             text.contains("\"x2\"") && !text.contains("\"x1\""),
@@ -489,5 +507,15 @@ mod tests {
         ledger.close();
         task.await.unwrap();
         assert_eq!(store.usage_ids_present(&ids).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn write_spool_holds_events_before_the_database() {
+        events_are_spooled_before_the_database_has_them(SpoolMode::Write).await;
+    }
+
+    #[tokio::test]
+    async fn sync_spool_holds_events_before_the_database() {
+        events_are_spooled_before_the_database_has_them(SpoolMode::Sync).await;
     }
 }

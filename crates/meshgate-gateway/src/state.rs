@@ -99,11 +99,12 @@ impl AppState {
             );
         }
         let spool = match config.ledger.spool {
-            true => Some(
+            crate::spool::SpoolMode::Off => None,
+            mode => Some((
                 crate::spool::Spool::create(&spool_dir)
                     .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?,
-            ),
-            false => None,
+                mode,
+            )),
         };
         let (ledger, ledger_task) = Ledger::start(
             store.clone(),
