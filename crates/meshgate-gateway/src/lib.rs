@@ -11,6 +11,7 @@
 //! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
 //! - `ledger`: the batched writer of usage events.
+//! - `changes`: applies changes other instances make to a shared database to the caches.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod budget;
+pub mod changes;
 pub mod classify;
 pub mod config;
 pub mod conn;
@@ -54,6 +56,8 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     pub admin: AdminToken,
     ledger_task: JoinHandle<()>,
+    /// Applies other instances' changes (a shared database only).
+    changes_task: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -64,10 +68,17 @@ impl Gateway {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Gateway> {
         let (state, ledger_task, admin) = AppState::build(config, env).await?;
+        let changes_task = changes::watch(changes::Caches {
+            store: state.store.clone(),
+            keys: state.keys.clone(),
+            tenants: state.tenants.clone(),
+            secrets: state.secrets.clone(),
+        });
         Ok(Gateway {
             state,
             admin,
             ledger_task,
+            changes_task,
         })
     }
 
@@ -78,9 +89,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         server::serve(self.state.clone(), listener, shutdown).await?;
-        drop(self.state);
-        self.ledger_task.await?;
-        Ok(())
+        self.finish().await
     }
 
     /// As [`Gateway::run`], with each of `listeners` (from [`server::bind`]) served by a
@@ -91,6 +100,14 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         server::serve_threads(self.state.clone(), listeners, shutdown).await?;
+        self.finish().await
+    }
+
+    /// After serving: stops following changes and waits for the ledger's last write.
+    async fn finish(self) -> anyhow::Result<()> {
+        if let Some(task) = self.changes_task {
+            task.abort();
+        }
         drop(self.state);
         self.ledger_task.await?;
         Ok(())
