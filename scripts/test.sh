@@ -19,6 +19,22 @@ step() {
     fi
 }
 
+# The PostgreSQL cases run against the local server (each test makes its own database);
+# here they must run, not skip.
+ensure_postgres() {
+    pg_isready -q -h 127.0.0.1 && return 0
+    echo "PostgreSQL is not running; starting it"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    for _ in $(seq 1 30); do
+        pg_isready -q -h 127.0.0.1 && return 0
+        sleep 1
+    done
+    echo "PostgreSQL did not start" >&2
+    return 1
+}
+export MESHGATE_REQUIRE_POSTGRES=1
+
+step postgres ensure_postgres
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step rust-tests cargo test --workspace --locked

@@ -12,6 +12,7 @@
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
 //! - `ledger`: the batched writer of usage events.
 //! - `spool`: usage events on local disk before their responses end; replayed at start.
+//! - `changes`: applies changes other instances make to a shared database to the caches.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod budget;
+pub mod changes;
 pub mod classify;
 pub mod config;
 pub mod conn;
@@ -56,6 +58,8 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     pub admin: AdminToken,
     ledger_task: JoinHandle<()>,
+    /// Applies other instances' changes (a shared database only).
+    changes_task: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -66,10 +70,17 @@ impl Gateway {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Gateway> {
         let (state, ledger_task, admin) = AppState::build(config, env).await?;
+        let changes_task = changes::watch(changes::Caches {
+            store: state.store.clone(),
+            keys: state.keys.clone(),
+            tenants: state.tenants.clone(),
+            secrets: state.secrets.clone(),
+        });
         Ok(Gateway {
             state,
             admin,
             ledger_task,
+            changes_task,
         })
     }
 
@@ -80,9 +91,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         server::serve(self.state.clone(), listener, shutdown).await?;
-        drop(self.state);
-        self.ledger_task.await?;
-        Ok(())
+        self.finish().await
     }
 
     /// As [`Gateway::run`], with each of `listeners` (from [`server::bind`]) served by a
@@ -93,6 +102,14 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         server::serve_threads(self.state.clone(), listeners, shutdown).await?;
+        self.finish().await
+    }
+
+    /// After serving: stops following changes and waits for the ledger's last write.
+    async fn finish(self) -> anyhow::Result<()> {
+        if let Some(task) = self.changes_task {
+            task.abort();
+        }
         drop(self.state);
         self.ledger_task.await?;
         Ok(())

@@ -9,26 +9,51 @@ use crate::{admin, proxy};
 use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        // Liveness: the process serves. Readiness: it can also reach its database.
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .merge(admin::router())
         .fallback(|State(state): State<Arc<AppState>>, request: Request| {
             proxy::handle(state, request)
         })
         .with_state(state)
+}
+
+/// How long `/readyz` waits for the database before calling it unavailable.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/readyz`: 200 when a trivial query succeeds within [`READY_TIMEOUT`], else 503 with the
+/// reason, so that a load balancer sends calls elsewhere while the database is away.
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let reason = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(Err(e)) => format!("database unavailable: {e}"),
+        Err(_) => format!(
+            "database unavailable: no answer within {} ms",
+            READY_TIMEOUT.as_millis()
+        ),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "unavailable", "reason": reason})),
+    )
 }
 
 /// Serves `listener` on the current runtime until `shutdown` resolves, then drains

@@ -15,7 +15,7 @@ use crate::upstream::{self, Provider};
 use anyhow::Context;
 use http::HeaderMap;
 use meshgate_pricing::Catalog;
-use meshgate_store::{SqliteStore, Store};
+use meshgate_store::Store;
 use meshgate_types::Surface;
 use std::path::Path;
 use std::sync::Arc;
@@ -65,11 +65,14 @@ impl AppState {
     ) -> anyhow::Result<(Arc<AppState>, JoinHandle<()>, AdminToken)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_url(&config.database_url())
-                .await
-                .with_context(|| format!("cannot open database {}", config.database_url()))?,
-        );
+        let store = meshgate_store::open_url(&config.database_url())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open database {}",
+                    crate::config::redact_url(&config.database_url())
+                )
+            })?;
         let catalog = Arc::new(load_catalog(&config)?);
         let keys = KeyCache::default();
         keys.replace_all(&store.active_keys().await?);

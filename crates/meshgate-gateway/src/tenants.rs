@@ -65,6 +65,12 @@ impl Tenants {
         Ok(tenants)
     }
 
+    /// Takes `fresh`'s contents in place (every clone of this value sees them).
+    pub fn replace_with(&self, fresh: Tenants) {
+        let contents = std::mem::take(&mut *fresh.write());
+        *self.write() = contents;
+    }
+
     pub fn project(&self, id: &str) -> Option<Arc<ProjectSettings>> {
         self.read().projects.get(id).cloned()
     }

@@ -1,24 +1,35 @@
-//! Storage for meshgate: the [`Store`] trait and its SQLite implementation.
+//! Storage for meshgate: the [`Store`] trait and its SQLite and PostgreSQL implementations.
 //!
 //! # Layout
 //! - `model`: the records the store keeps (keys, usage events) and query types.
+//! - `sql`: what both engines share: statements, row decoding, value binding, summaries.
+//! - `common`: the `Store` methods both engines implement alike (a macro each expands).
 //! - `sqlite`: [`SqliteStore`], the embedded backend (one file in the data directory).
+//! - `postgres`: [`PgStore`], the shared backend of a fleet, which also announces changes
+//!   to cached records to every instance ([`Store::changes`]).
+//! - `testdb`: fresh PostgreSQL databases for tests.
 //!
 //! The store holds no business rules: it persists and queries. Every record belongs to a
 //! project so that the next backends and the tenancy rules fit without a schema break.
 
+mod common;
 mod model;
+mod postgres;
+mod sql;
 mod sqlite;
+pub mod testdb;
 
 pub use model::{
     AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, KeyRecord, Limits, NewKey, Outcome,
     Policy, ProjectRecord, ProjectSettings, ProviderCredential, ResourceOwner, SigningKeyRecord,
     SpendScope, SummaryRow, UsageEvent, UsageFilter, UsagePage,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use meshgate_types::Money;
+use std::sync::Arc;
 
 /// What can go wrong in storage; mapped to a 500 at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +38,37 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+}
+
+/// Opens the store a URL names: `postgres://` (or `postgresql://`) for [`PgStore`], `sqlite:`
+/// for [`SqliteStore`]. Either brings its schema up to date first.
+pub async fn open_url(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open_url(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// A change to a record that gateways cache (keys, projects, signing keys, provider
+/// credentials), announced by the database to every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Key(String),
+    Project(String),
+    SigningKey(String),
+    ProviderCredential {
+        project_id: String,
+        provider: String,
+    },
+    /// The feed was (re)connected: changes may have been missed, so reload everything.
+    Resync,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -131,4 +173,14 @@ pub trait Store: Send + Sync + 'static {
         filter: &UsageFilter,
         group_by: GroupBy,
     ) -> Result<Vec<SummaryRow>>;
+
+    /// A trivial query, for readiness checks.
+    async fn ping(&self) -> Result<()>;
+
+    /// Changes made by any instance sharing this database, for keeping caches fresh; `None`
+    /// for an engine no other instance shares (SQLite). The feed starts with
+    /// [`Change::Resync`] once it listens, and sends it again after every reconnection.
+    fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        None
+    }
 }

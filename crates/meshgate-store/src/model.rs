@@ -37,6 +37,26 @@ pub struct KeyRecord {
     pub previous_expires_ms: Option<i64>,
 }
 
+impl KeyRecord {
+    /// The record of a key just created: not revoked, never rotated.
+    pub fn created(key: NewKey) -> KeyRecord {
+        KeyRecord {
+            id: key.id,
+            project_id: key.project_id,
+            name: key.name,
+            prefix: key.prefix,
+            secret_hash: key.secret_hash,
+            created_ms: key.created_ms,
+            expires_ms: key.expires_ms,
+            revoked_ms: None,
+            policy: key.policy,
+            rotated_ms: None,
+            previous_secret_hash: None,
+            previous_expires_ms: None,
+        }
+    }
+}
+
 /// Limits a key or a project carries. `None` is "no limit"; spend limits count what the
 /// project is charged (provider cost plus markup).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +232,17 @@ pub enum SpendScope {
     Project(String),
     Key(String),
     Delegation(String),
+}
+
+impl SpendScope {
+    /// The `usage_events` column a scope sums over, and its value.
+    pub(crate) fn column(&self) -> (&'static str, &str) {
+        match self {
+            SpendScope::Project(id) => ("project_id", id),
+            SpendScope::Key(id) => ("key_id", id),
+            SpendScope::Delegation(id) => ("delegation_id", id),
+        }
+    }
 }
 
 /// How a forwarded call ended.

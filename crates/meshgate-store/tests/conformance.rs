@@ -1,11 +1,14 @@
-//! The store conformance suite: every backend must pass the same checks.
+//! The store conformance suite: every backend (SQLite in a file and in memory, PostgreSQL
+//! in a fresh database per test) must pass the same checks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use meshgate_store::testdb::TestDatabase;
 use meshgate_store::{
     AuditEvent, AuditFilter, CreditEntry, CreditKind, GroupBy, Limits, NewKey, Outcome, Policy,
     ProjectRecord, ProjectSettings, ProviderCredential, ResourceOwner, SigningKeyRecord,
     SpendScope, SqliteStore, Store, SummaryRow, UsageEvent, UsageFilter,
 };
+use meshgate_store::{Change, PgStore};
 use meshgate_types::{Money, Usage};
 use std::collections::BTreeMap;
 
@@ -1154,15 +1157,8 @@ async fn audit(store: &dyn Store) {
     assert_eq!(ids(list(acme, 0).await), ["aud_0005"]);
 }
 
-#[tokio::test]
-async fn sqlite_file_store_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meshgate.db");
-    let store = SqliteStore::open(&path).await.unwrap();
-    conformance(&store).await;
-    drop(store);
-    // Reopening runs no migration twice and keeps the data.
-    let reopened = SqliteStore::open(&path).await.unwrap();
+/// What a reopened store must still hold after [`conformance`] ran on it.
+async fn kept_after_reopening(reopened: &dyn Store) {
     assert_eq!(reopened.list_keys(None).await.unwrap().len(), 3);
     assert_eq!(reopened.list_projects().await.unwrap().len(), 5);
     let key = reopened.get_key("key_acme").await.unwrap().unwrap();
@@ -1175,7 +1171,141 @@ async fn sqlite_file_store_conforms() {
 }
 
 #[tokio::test]
+async fn sqlite_file_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meshgate.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    conformance(&store).await;
+    assert!(store.changes().is_none(), "SQLite is never shared");
+    store.ping().await.unwrap();
+    drop(store);
+    // Reopening runs no migration twice and keeps the data.
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    kept_after_reopening(&reopened).await;
+}
+
+#[tokio::test]
 async fn sqlite_memory_store_conforms() {
     let store = SqliteStore::open_url("sqlite::memory:").await.unwrap();
     conformance(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::connect(&db.url).await.unwrap();
+    conformance(&store).await;
+    store.ping().await.unwrap();
+    store.close().await;
+    // Reconnecting runs no migration twice and keeps the data.
+    let reopened = PgStore::connect(&db.url).await.unwrap();
+    kept_after_reopening(&reopened).await;
+    reopened.close().await;
+}
+
+/// Instances of a fleet start together: each migrates under sqlx's advisory lock, so the
+/// schema is made once and every one of them starts.
+#[tokio::test]
+async fn postgres_instances_migrate_concurrently() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (a, b, c) = tokio::join!(
+        PgStore::connect(&db.url),
+        PgStore::connect(&db.url),
+        PgStore::connect(&db.url)
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    a.create_key(key("key_a", "default")).await.unwrap();
+    assert_eq!(b.list_keys(None).await.unwrap().len(), 1);
+    assert_eq!(c.list_projects().await.unwrap().len(), 1);
+    for s in [a, b, c] {
+        s.close().await;
+    }
+}
+
+/// Receives the next change, failing after a deadline.
+async fn next_change(feed: &mut tokio::sync::mpsc::Receiver<Change>) -> Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+        .await
+        .expect("no change announced within 10 s")
+        .expect("the change feed ended")
+}
+
+/// Changes made through one store (one instance) are announced to another's feed, each
+/// naming its record; the feed starts with a resync.
+#[tokio::test]
+async fn postgres_announces_changes_to_other_instances() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let writer = PgStore::connect(&db.url).await.unwrap();
+    let watcher = PgStore::connect(&db.url).await.unwrap();
+    let mut feed = watcher.changes().unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+
+    writer.create_key(key("key_a", "default")).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Key("key_a".into()));
+    writer.revoke_key("key_a", 5).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Key("key_a".into()));
+    // Nothing changes (already revoked): the UPDATE matches no row, so nothing is said.
+    writer.revoke_key("key_a", 6).await.unwrap();
+    writer.create_project(project("acme", 1)).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Project("acme".into()));
+    writer
+        .create_signing_key(signing_key("sk_1", "acme", "EdDSA", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::SigningKey("sk_1".into())
+    );
+    writer
+        .set_provider_credential(credential("acme", "openai", "sealed", 3))
+        .await
+        .unwrap();
+    writer
+        .delete_provider_credential("acme", "openai")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            next_change(&mut feed).await,
+            Change::ProviderCredential {
+                project_id: "acme".into(),
+                provider: "openai".into()
+            }
+        );
+    }
+    // Usage is not announced: it is no cached record.
+    writer
+        .insert_usage(&[event(1, "key_a", "gpt-4o", "0.5")], &[])
+        .await
+        .unwrap();
+    writer.create_key(key("key_b", "default")).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Key("key_b".into()));
+
+    // A lost connection is followed by a resync once the feed listens again.
+    let admin_url = std::env::var("MESHGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| meshgate_store::testdb::DEFAULT_URL.into());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    let database = db.url.rsplit('/').next().unwrap().to_string();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "the feed's connection was found");
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    writer.revoke_key("key_b", 7).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Key("key_b".into()));
+    writer.close().await;
+    watcher.close().await;
 }

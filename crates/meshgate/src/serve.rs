@@ -2,6 +2,7 @@
 //! and shuts down cleanly on SIGINT or SIGTERM.
 
 use anyhow::Context;
+use meshgate_gateway::config::redact_url;
 use meshgate_gateway::{Config, Gateway};
 use std::path::PathBuf;
 
@@ -16,6 +17,10 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8787).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The database: `postgres://user:password@host/db` for a fleet sharing PostgreSQL, or
+    /// `sqlite://path`; default the SQLite file in the data directory.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -32,6 +37,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(url) = args.database {
+        config.database_url = url;
     }
     let env = |name: &str| std::env::var(name).ok();
     let gateway = Gateway::build(config.clone(), &env).await?;
@@ -86,20 +94,6 @@ fn print_banner(gateway: &Gateway, config: &Config, addr: std::net::SocketAddr) 
     println!("  meshgate usage --url {base}");
 }
 
-/// Hides a password in a database URL.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -120,16 +114,4 @@ async fn shutdown_signal() {
         () = term => {}
     }
     eprintln!("meshgate: shutting down; finishing in-flight calls");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(super::redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
-    }
 }

@@ -13,6 +13,7 @@ mod azure;
 mod openai;
 mod policy;
 mod pool;
+mod postgres;
 mod refusals;
 mod relay;
 mod routing;
