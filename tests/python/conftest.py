@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 MOCK_OPENAI_KEY = "sk-mock-openai"
 MOCK_ANTHROPIC_KEY = "sk-ant-mock"
+MOCK_GEMINI_KEY = "mock-gemini-key"
 
 # The tests must not depend on the machine: no SDK settings from the environment, no proxy
 # between the clients and loopback.
@@ -257,8 +258,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Stack]:
             "MESHGATE_LOG": os.environ.get("MESHGATE_LOG", "info"),
             "OPENAI_API_KEY": MOCK_OPENAI_KEY,
             "ANTHROPIC_API_KEY": MOCK_ANTHROPIC_KEY,
+            "GEMINI_API_KEY": MOCK_GEMINI_KEY,
             "MESHGATE_OPENAI_BASE_URL": f"{mock_url}/v1",
             "MESHGATE_ANTHROPIC_BASE_URL": mock_url,
+            "MESHGATE_GEMINI_BASE_URL": mock_url,
         }
         argv = [
             str(gateway_bin), "serve",

@@ -193,6 +193,8 @@ pub struct PricingConfig {
 pub struct Providers {
     pub openai: ProviderConfig,
     pub anthropic: ProviderConfig,
+    /// Google Gemini's native API (`generateContent`), reached through the translation lane.
+    pub gemini: ProviderConfig,
     /// Extra PEM root certificates trusted for upstream HTTPS (private CAs, tests).
     pub ca_file: Option<PathBuf>,
     /// More deployments beside the two above: other keys or base URLs of a provider,
@@ -206,11 +208,14 @@ pub struct Providers {
 /// (`https://NAME.openai.azure.com`), the key goes in `api-key`, and it serves OpenAI models
 /// (candidates of provider `openai` whose names match `models`), priced and recorded as
 /// OpenAI's with this entry's `name` as the deployment.
+///
+/// `provider = "gemini"` is Google's Gemini API (`base_url` the origin,
+/// `https://generativelanguage.googleapis.com`; the key goes in `x-goog-api-key`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     pub name: String,
-    /// `openai`, `anthropic` or `azure`: the API the deployment speaks.
+    /// `openai`, `anthropic`, `gemini` or `azure`: the API the deployment speaks.
     pub provider: String,
     pub base_url: String,
     pub api_key_env: String,
@@ -236,7 +241,8 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// OpenAI: includes `/v1` as its SDK does; Anthropic: the origin, as its SDK does.
+    /// OpenAI: includes `/v1` as its SDK does; Anthropic and Gemini: the origin, as their
+    /// SDKs take it.
     pub base_url: String,
     /// Environment variable holding the provider key.
     pub api_key_env: String,
@@ -305,6 +311,10 @@ impl Default for Providers {
                 base_url: "https://api.anthropic.com".into(),
                 api_key_env: "ANTHROPIC_API_KEY".into(),
             },
+            gemini: ProviderConfig {
+                base_url: "https://generativelanguage.googleapis.com".into(),
+                api_key_env: "GEMINI_API_KEY".into(),
+            },
             ca_file: None,
             deployments: Vec::new(),
         }
@@ -329,6 +339,7 @@ impl Providers {
         for (mine, default) in [
             (&mut self.openai, defaults.openai),
             (&mut self.anthropic, defaults.anthropic),
+            (&mut self.gemini, defaults.gemini),
         ] {
             if mine.base_url.is_empty() {
                 mine.base_url = default.base_url;
@@ -441,6 +452,9 @@ impl Config {
         }
         if let Some(v) = get("MESHGATE_ANTHROPIC_BASE_URL") {
             self.providers.anthropic.base_url = v;
+        }
+        if let Some(v) = get("MESHGATE_GEMINI_BASE_URL") {
+            self.providers.gemini.base_url = v;
         }
         if let Some(v) = get("MESHGATE_MAX_BODY_BYTES") {
             self.limits.max_body_bytes =

@@ -151,7 +151,7 @@ async fn serve(
     // A retryable answer kept in case no other attempt is left: then the client gets it.
     let mut kept: Option<Attempt> = None;
     'plan: for candidate in &plan {
-        for deployment in candidates_deployments(state, &principal, route, candidate) {
+        for deployment in candidates_deployments(state, &principal, candidate) {
             if attempts >= max_attempts {
                 break 'plan;
             }
@@ -178,7 +178,7 @@ async fn serve(
                 );
                 continue;
             };
-            let lane = Lane::for_candidate(state, route, candidate);
+            let lane = Lane::for_candidate(state, route, candidate, info.stream);
             let source = body_for(&info, &body, &requested, candidate);
             let (attempt_body, filter, dropped) =
                 match attempt_request(route, &info, &lane, source, &candidate.model) {
@@ -222,12 +222,13 @@ async fn serve(
                     headers.remove("anthropic-version");
                     headers.remove("anthropic-beta");
                 }
-                None => {}
+                // The provider's own headers are set by `upstream_headers`.
+                Some((_, Format::GeminiGenerateContent)) | None => {}
             }
-            let query = if lane.formats.is_some() {
-                None
-            } else {
-                parts.uri.query()
+            let query = match lane.formats {
+                None => parts.uri.query(),
+                Some((_, Format::GeminiGenerateContent)) if info.stream => Some("alt=sse"),
+                Some(_) => None,
             };
             let sent_at = Instant::now();
             let response = match upstream::send(
@@ -356,13 +357,14 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     // The meter reads the upstream's own bytes, in the upstream's format.
-    let meter = (status.is_success() && unmetered.is_none()).then(|| {
-        meter_for(
+    let meter = (status.is_success() && unmetered.is_none()).then(|| match lane.formats {
+        Some((_, Format::GeminiGenerateContent)) => meshgate_providers::gemini_meter(is_sse),
+        _ => meter_for(
             lane.upstream_surface,
             lane.upstream_endpoint,
             is_sse,
             &info.facts,
-        )
+        ),
     });
     settlement.on_response(status.as_u16(), upstream_request_id, meter);
     if !status.is_success() {
@@ -500,6 +502,7 @@ fn plan(
             match price.provider.as_deref() {
                 Some("openai") => c.provider = "openai",
                 Some("anthropic") => c.provider = "anthropic",
+                Some("gemini") => c.provider = "gemini",
                 _ => {}
             }
         }
@@ -538,46 +541,80 @@ fn plan(
     Ok(usable)
 }
 
-/// How one attempt reaches its model: the client's own API (bytes pass through), or the
-/// other API through translation.
+/// How one attempt reaches its model: the client's own API (bytes pass through), or
+/// another API through translation (the other of OpenAI and Anthropic, or Gemini).
 struct Lane {
     /// `(client, upstream)` formats on the translation lane.
     formats: Option<(Format, Format)>,
+    /// The upstream's surface and endpoint, which choose its meter (Gemini has its own).
     upstream_surface: Surface,
     upstream_endpoint: Endpoint,
+    /// Gemini: the path of the call, which names the model and the method.
+    gemini_path: Option<String>,
 }
 
 impl Lane {
-    fn for_candidate(state: &AppState, route: &Route, candidate: &Candidate) -> Lane {
+    fn for_candidate(state: &AppState, route: &Route, candidate: &Candidate, stream: bool) -> Lane {
+        let client = match route.surface {
+            Surface::OpenAi => Format::OpenAiChat,
+            Surface::Anthropic => Format::AnthropicMessages,
+        };
+        if candidate.provider == "gemini" {
+            let method = if stream {
+                "streamGenerateContent"
+            } else {
+                "generateContent"
+            };
+            return Lane {
+                formats: Some((client, Format::GeminiGenerateContent)),
+                upstream_surface: route.surface,
+                upstream_endpoint: route.endpoint,
+                gemini_path: Some(format!("v1beta/models/{}:{method}", candidate.model)),
+            };
+        }
         if candidate.provider == state.provider(route.surface).name {
             return Lane {
                 formats: None,
                 upstream_surface: route.surface,
                 upstream_endpoint: route.endpoint,
+                gemini_path: None,
             };
         }
         match route.surface {
             Surface::OpenAi => Lane {
-                formats: Some((Format::OpenAiChat, Format::AnthropicMessages)),
+                formats: Some((client, Format::AnthropicMessages)),
                 upstream_surface: Surface::Anthropic,
                 upstream_endpoint: Endpoint::Messages,
+                gemini_path: None,
             },
             Surface::Anthropic => Lane {
-                formats: Some((Format::AnthropicMessages, Format::OpenAiChat)),
+                formats: Some((client, Format::OpenAiChat)),
                 upstream_surface: Surface::OpenAi,
                 upstream_endpoint: Endpoint::ChatCompletions,
+                gemini_path: None,
             },
         }
     }
 
-    /// The path below `/v1/` the attempt is sent to.
-    fn rest<'a>(&self, route: &'a Route) -> &'a str {
+    /// The path below the provider's base URL (below `/v1/` for OpenAI and Anthropic) the
+    /// attempt is sent to.
+    fn rest<'a>(&'a self, route: &'a Route) -> &'a str {
         match self.formats {
             None => &route.rest,
             Some((_, Format::AnthropicMessages)) => "messages",
             Some((_, Format::OpenAiChat)) => "chat/completions",
+            Some((_, Format::GeminiGenerateContent)) => self.gemini_path.as_deref().unwrap_or(""),
         }
     }
+}
+
+/// Whether a model name can stand in a Gemini URL path as it is (`gemini-2.5-flash`,
+/// `tunedModels/x` is not served); others are refused rather than escaped.
+fn valid_gemini_model(model: &str) -> bool {
+    !model.is_empty()
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The request body of one attempt, with the filter of an injected usage chunk and, on
@@ -593,6 +630,13 @@ fn attempt_request(
         let (body, filter) = upstream_body(route, info, body);
         return Ok((body, filter, Vec::new()));
     };
+    if upstream == Format::GeminiGenerateContent && !valid_gemini_model(model) {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidRequest,
+            format!("'{model}' is not a Gemini model name (letters, digits, '-', '_', '.')"),
+        )
+        .with_param("model"));
+    }
     let translated = translate::translate_request(
         client,
         upstream,
@@ -601,9 +645,18 @@ fn attempt_request(
         &translate::RequestOptions::default(),
     )
     .map_err(|e| {
+        // `param` is static in the error shape: the field is named in the message.
+        let field = if e.param.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", e.param)
+        };
         GatewayError::new(
             ErrorKind::InvalidRequest,
-            format!("{} (the call is translated for model {model})", e.message),
+            format!(
+                "{field}{} (the call is translated for model {model})",
+                e.message
+            ),
         )
         .with_code("untranslatable_field")
     })?;
@@ -620,14 +673,13 @@ fn attempt_request(
 fn candidates_deployments(
     state: &AppState,
     principal: &Principal,
-    route: &Route,
     candidate: &Candidate,
 ) -> Vec<Arc<routing::Deployment>> {
     if let Some(own) = state
         .tenants
         .provider(&principal.project_id, candidate.provider)
     {
-        let global = state.provider(route.surface);
+        let global = state.provider_named(candidate.provider);
         return vec![Arc::new(routing::Deployment {
             name: format!("{}:{}", principal.project_id, candidate.provider),
             provider: global.with_project_key(&own.api_key, own.base_url.as_deref()),

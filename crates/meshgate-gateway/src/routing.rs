@@ -63,7 +63,7 @@ impl Deployment {
 /// A model to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// `openai` or `anthropic`.
+    /// `openai`, `anthropic` or `gemini`.
     pub provider: &'static str,
     pub model: String,
 }
@@ -83,7 +83,7 @@ fn provider_of(surface: Surface) -> &'static str {
 
 /// Splits `provider/model`; a name without a known provider prefix is the surface's.
 fn split_model(name: &str, surface: Surface) -> Candidate {
-    for provider in ["openai", "anthropic"] {
+    for provider in ["openai", "anthropic", "gemini"] {
         if let Some(model) = name
             .strip_prefix(provider)
             .and_then(|r| r.strip_prefix('/'))

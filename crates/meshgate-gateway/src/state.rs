@@ -31,6 +31,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub openai: Provider,
     pub anthropic: Provider,
+    pub gemini: Provider,
     /// SHA-256 of the admin token.
     pub admin_token_hash: String,
     pub tenants: Tenants,
@@ -142,8 +143,9 @@ impl AppState {
             &config.providers.anthropic,
             env,
         );
+        let gemini = Provider::gemini(&config.providers.gemini, env);
         let owners = Arc::new(Owners::new(ledger.clone(), store.clone()));
-        let router = Arc::new(build_router(&config, &openai, &anthropic, env)?);
+        let router = Arc::new(build_router(&config, &[&openai, &anthropic, &gemini], env)?);
         let state = AppState {
             owners,
             router,
@@ -155,6 +157,7 @@ impl AppState {
             store: store.clone(),
             openai,
             anthropic,
+            gemini,
             admin_token_hash,
             tenants,
             budgets: Arc::new(Budgets::new(store.clone())),
@@ -177,6 +180,7 @@ impl AppState {
             store: self.store.clone(),
             openai: self.openai.clone(),
             anthropic: self.anthropic.clone(),
+            gemini: self.gemini.clone(),
             admin_token_hash: self.admin_token_hash.clone(),
             tenants: self.tenants.clone(),
             budgets: self.budgets.clone(),
@@ -196,6 +200,15 @@ impl AppState {
         }
     }
 
+    /// The built-in provider called `name` (`openai`, `anthropic` or `gemini`).
+    pub fn provider_named(&self, name: &str) -> &Provider {
+        match name {
+            "anthropic" => &self.anthropic,
+            "gemini" => &self.gemini,
+            _ => &self.openai,
+        }
+    }
+
     /// The base URL clients use to reach meshgate: `public_url`, else `http://<Host>`.
     pub fn public_base(&self, headers: &HeaderMap) -> String {
         if !self.config.public_url.is_empty() {
@@ -210,13 +223,12 @@ impl AppState {
     }
 }
 
-/// The deployments: the two built-in providers and the configured extra ones. A built-in
+/// The deployments: the built-in providers and the configured extra ones. A built-in
 /// provider whose key is unset is left out when another deployment speaks its API (Azure
 /// deployments speak OpenAI's).
 fn build_router(
     config: &Config,
-    openai: &Provider,
-    anthropic: &Provider,
+    builtins: &[&Provider],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Router> {
     let r = &config.routing;
@@ -235,14 +247,15 @@ fn build_router(
         let azure_only = d.api_version.is_some() || d.azure_deployment.is_some();
         let provider = match d.provider.as_str() {
             "azure" => Provider::azure(&settings, azure_settings(d)?, env),
-            "openai" | "anthropic" if azure_only => anyhow::bail!(
+            "openai" | "anthropic" | "gemini" if azure_only => anyhow::bail!(
                 "deployment {}: api_version and azure_deployment are for provider \"azure\" only",
                 d.name
             ),
             "openai" => Provider::from_config("openai", Surface::OpenAi, &settings, env),
             "anthropic" => Provider::from_config("anthropic", Surface::Anthropic, &settings, env),
+            "gemini" => Provider::gemini(&settings, env),
             other => anyhow::bail!(
-                "deployment {}: provider must be openai, anthropic or azure, not {other:?}",
+                "deployment {}: provider must be openai, anthropic, gemini or azure, not {other:?}",
                 d.name
             ),
         };
@@ -255,7 +268,7 @@ fn build_router(
         }));
     }
     let mut deployments = Vec::new();
-    for builtin in [openai, anthropic] {
+    for builtin in builtins.iter().copied() {
         let replaced = extra.iter().any(|d| d.provider.name == builtin.name);
         if builtin.api_key.is_some() || !replaced {
             deployments.push(Arc::new(Deployment {
@@ -400,7 +413,7 @@ mod tests {
             &config.providers.anthropic,
             &env,
         );
-        build_router(&config, &openai, &anthropic, &env)
+        build_router(&config, &[&openai, &anthropic], &env)
     }
 
     fn deployment(provider: &str) -> DeploymentConfig {

@@ -4,6 +4,9 @@
 //! Azure OpenAI deployments speak OpenAI's API under other paths: a [`Provider`] with
 //! [`Azure`] settings sends `rest` to `/openai/deployments/{deployment}/{rest}?api-version=..`
 //! (or `/openai/v1/{rest}` for the v1 API) with the key in `api-key`.
+//!
+//! Gemini ([`Provider::gemini`]) is called at `{base_url}/{rest}` with `rest` the whole path
+//! (`v1beta/models/{model}:generateContent`) and the key in `x-goog-api-key`.
 
 use crate::config::{Config, ProviderConfig};
 use crate::conn::{Pool, Target, UpstreamBody};
@@ -31,6 +34,9 @@ pub struct Provider {
     target: Option<(Target, String)>,
     /// Set for an Azure OpenAI deployment (then `name` is `openai`, `surface` OpenAI).
     pub azure: Option<Azure>,
+    /// Google's Gemini API (then `name` is `gemini`; `surface` is not Gemini's, since no
+    /// client speaks it, and is not read: calls reach it only through translation).
+    pub gemini: bool,
 }
 
 /// Where an Azure OpenAI deployment takes calls.
@@ -123,6 +129,7 @@ impl Provider {
             api_key_env: config.api_key_env.clone(),
             target: None,
             azure: None,
+            gemini: false,
         };
         provider.api_key = env(&config.api_key_env)
             .filter(|k| !k.is_empty())
@@ -155,6 +162,17 @@ impl Provider {
         provider
     }
 
+    /// Google's Gemini API at `config.base_url` (the origin).
+    pub fn gemini(config: &ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Provider {
+        let mut provider = Provider::from_config("gemini", Surface::OpenAi, config, env);
+        provider.gemini = true;
+        provider.api_key = env(&config.api_key_env)
+            .filter(|k| !k.is_empty())
+            .and_then(|k| provider.key_value(&k));
+        provider.target = provider.fixed_target();
+        provider
+    }
+
     /// This Azure provider sending to the deployment named `model` (when it names none of
     /// its own). The target is the same: only the path differs.
     pub fn for_azure_model(&self, model: &str) -> Provider {
@@ -166,10 +184,13 @@ impl Provider {
     }
 
     /// The credential header value for `key`: `Bearer` for OpenAI, the bare key for
-    /// Anthropic (`x-api-key`) and Azure (`api-key`). Marked sensitive to keep it out of logs.
+    /// Anthropic (`x-api-key`), Azure (`api-key`) and Gemini (`x-goog-api-key`). Marked
+    /// sensitive to keep it out of logs.
     fn key_value(&self, key: &str) -> Option<HeaderValue> {
         let mut v = match (&self.azure, self.surface) {
-            (None, Surface::OpenAi) => HeaderValue::from_str(&format!("Bearer {key}")),
+            (None, Surface::OpenAi) if !self.gemini => {
+                HeaderValue::from_str(&format!("Bearer {key}"))
+            }
             _ => HeaderValue::from_str(key),
         }
         .ok()?;
@@ -206,6 +227,7 @@ impl Provider {
             api_key_env: format!("the project's {} key", self.name),
             target: None,
             azure: self.azure.clone(),
+            gemini: self.gemini,
         };
         provider.api_key = provider.key_value(api_key);
         provider.target = match base_url {
@@ -221,6 +243,7 @@ impl Provider {
             return format!("{}{}", self.base_url, azure.tail(rest, query));
         }
         let mut url = match self.surface {
+            _ if self.gemini => format!("{}/{rest}", self.base_url),
             Surface::OpenAi => format!("{}/{rest}", self.base_url),
             Surface::Anthropic => format!("{}/v1/{rest}", self.base_url),
         };
@@ -323,6 +346,12 @@ pub fn upstream_headers(
         out.append(name.clone(), value.clone());
     }
     match provider.surface {
+        _ if provider.gemini => {
+            out.insert(HeaderName::from_static("x-goog-api-key"), api_key.clone());
+            // The client's API headers mean nothing to Google.
+            out.remove("anthropic-version");
+            out.remove("anthropic-beta");
+        }
         // Azure reads `api-key`; no `Authorization` goes (the client's was dropped above).
         Surface::OpenAi if provider.azure.is_some() => {
             out.insert(HeaderName::from_static("api-key"), api_key.clone());

@@ -18,6 +18,10 @@
 //! `{"error":{"code","message"}}` shape). Chat adds Azure's content filter results: an
 //! initial stream chunk with empty `choices` and `prompt_filter_results`.
 //!
+//! Google Gemini's `/v1beta/models/{model}:generateContent` and `:streamGenerateContent`
+//! need `x-goog-api-key: <key>` or `?key=<key>` (default `mock-gemini-key`) and answer in
+//! Gemini's shapes (see the `gemini` module for its checks and how the headers below map).
+//!
 //! # Control headers
 //! Every response is deterministic and chosen by request headers (an unknown `x-mock-*` name or
 //! a bad value is a native 400, so typos do not pass silently):
@@ -58,6 +62,7 @@
 //! - `control`: the `x-mock-*` headers. `reply`: JSON/SSE builders, native errors, headers.
 //! - `body`: full and scripted bodies with delays, cuts and stream accounting.
 //! - `openai`, `media`, `images`: OpenAI endpoints. `anthropic`, `batches`: Anthropic endpoints.
+//! - `gemini`: Gemini's generateContent and streamGenerateContent.
 //! - `state`: options, request log, counters, batch store. `introspect`, `tls`.
 
 // Handlers return `Result<_, Response>`: the error is the finished reply, built at most once per request.
@@ -67,6 +72,7 @@ mod anthropic;
 mod batches;
 mod body;
 mod control;
+mod gemini;
 mod images;
 mod introspect;
 mod media;

@@ -54,6 +54,9 @@ struct Args {
     /// Expected Azure OpenAI key (api-key); `*` accepts any non-empty key.
     #[arg(long, default_value = "sk-mock-azure")]
     azure_key: String,
+    /// Expected Gemini key (x-goog-api-key or ?key=); `*` accepts any non-empty key.
+    #[arg(long, default_value = "mock-gemini-key")]
+    gemini_key: String,
     /// Requests kept for /_mock/requests (oldest dropped first); 0 disables recording.
     #[arg(long, default_value_t = 10_000)]
     max_recorded: usize,
@@ -74,6 +77,7 @@ async fn main() -> std::io::Result<()> {
         openai_key: key(args.openai_key),
         anthropic_key: key(args.anthropic_key),
         azure_key: key(args.azure_key),
+        gemini_key: key(args.gemini_key),
         max_recorded: args.max_recorded,
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -17,7 +17,7 @@ use crate::body::MockBody;
 use crate::control::Control;
 use crate::reply::{self, Resp, Surface};
 use crate::state::{MockState, Raw};
-use crate::{anthropic, batches, images, introspect, media, openai};
+use crate::{anthropic, batches, gemini, images, introspect, media, openai};
 
 /// Everything a handler needs about one call.
 pub(crate) struct Call<'a> {
@@ -186,6 +186,9 @@ pub(crate) async fn handle(
     }
     let raw = Arc::new(Raw { parts, body });
     let n = state.record(&raw);
+    if raw.parts.uri.path().starts_with("/v1beta/") {
+        return Ok(gemini::handle(&state, &raw, n).await);
+    }
     let azure = azure_path(raw.parts.uri.path());
     let anthropic = azure.is_none() && looks_anthropic(&raw.parts);
     let path = azure

@@ -17,6 +17,8 @@ pub struct MockOptions {
     pub anthropic_key: Option<String>,
     /// Key expected in `api-key` on Azure OpenAI paths; `None` accepts any non-empty key.
     pub azure_key: Option<String>,
+    /// Key expected in `x-goog-api-key` (or `?key=`) on Gemini paths; `None` accepts any.
+    pub gemini_key: Option<String>,
     /// How many requests the log keeps (oldest dropped first); 0 disables recording.
     pub max_recorded: usize,
 }
@@ -27,6 +29,7 @@ impl Default for MockOptions {
             openai_key: Some("sk-mock-openai".to_owned()),
             anthropic_key: Some("sk-ant-mock".to_owned()),
             azure_key: Some("sk-mock-azure".to_owned()),
+            gemini_key: Some("mock-gemini-key".to_owned()),
             max_recorded: 10_000,
         }
     }

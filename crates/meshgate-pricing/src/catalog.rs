@@ -75,7 +75,7 @@ impl Catalog {
         Catalog::default()
     }
 
-    /// The built-in table of OpenAI and Anthropic models (`src/builtin.toml`).
+    /// The built-in table of OpenAI, Anthropic and Gemini models (`src/builtin.toml`).
     pub fn builtin() -> Result<Self, PricingError> {
         let mut catalog = Catalog::new();
         let parsed = toml_format::parse(BUILTIN_TOML, PriceSource::Builtin)

@@ -66,8 +66,17 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Parsed, String> {
         base.images.insert(&quality, &size, price);
     }
     let mut prices = Vec::new();
+    let mut aliases = Vec::new();
     for (key, price) in models {
         if price.prices_anything() {
+            // LiteLLM names Gemini API models `gemini/<model>`; clients and the Gemini
+            // lane name them plainly, so the plain name resolves to it unless the file
+            // prices that name itself.
+            if let Some(plain) = key.strip_prefix("gemini/") {
+                if price.provider.as_deref() == Some("gemini") && !top.contains_key(plain) {
+                    aliases.push((plain.to_string(), key.clone()));
+                }
+            }
             prices.push(price);
         } else {
             skip(&mut skipped, &key, "prices nothing meshgate bills");
@@ -75,7 +84,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Parsed, String> {
     }
     Ok(Parsed {
         prices,
-        aliases: Vec::new(),
+        aliases,
         skipped,
     })
 }
@@ -428,5 +437,35 @@ mod tests {
             .unwrap()
             .prices
             .is_empty());
+    }
+
+    #[test]
+    fn gemini_entries_answer_to_their_plain_names() {
+        let json = r#"{
+            "gemini/gemini-2.5-pro": {"litellm_provider": "gemini", "mode": "chat",
+                "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+                "input_cost_per_token_above_200k_tokens": 2.5e-06,
+                "output_cost_per_token_above_200k_tokens": 1.5e-05},
+            "gemini/gemini-2.0-flash": {"litellm_provider": "gemini", "mode": "chat",
+                "input_cost_per_token": 1e-07, "output_cost_per_token": 4e-07},
+            "gemini-2.0-flash": {"litellm_provider": "vertex_ai-language-models", "mode": "chat",
+                "input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07}
+        }"#;
+        let parsed = parse(json, Path::new("t.json")).unwrap();
+        assert_eq!(
+            parsed.aliases,
+            vec![(
+                "gemini-2.5-pro".to_string(),
+                "gemini/gemini-2.5-pro".to_string()
+            )]
+        );
+        let pro = parsed
+            .prices
+            .iter()
+            .find(|p| p.model == "gemini/gemini-2.5-pro")
+            .unwrap();
+        assert_eq!(pro.provider.as_deref(), Some("gemini"));
+        assert_eq!(pro.long_context[0].above_tokens, 200_000);
+        assert_eq!(pro.long_context[0].rates.output, Some(d("0.000015")));
     }
 }

@@ -12,6 +12,8 @@
 //! - `body`: accumulation of non-streamed bodies (capped at [`BODY_CAP`]) and JSONL lines.
 //! - `openai::{chat, responses, embeddings, images, audio, batch}`: OpenAI meters.
 //! - `anthropic::{messages, complete, batches}`: Anthropic meters.
+//! - `gemini`: Gemini `generateContent` meters ([`gemini_meter`]; Gemini is reached only on
+//!   the translation lane, so it is not a [`Surface`]).
 //! - `filter`: [`UsageChunkFilter`]; `cut`: [`stream_cut_error`].
 //! - `translate`: OpenAI Chat Completions <-> Anthropic Messages requests, responses, errors
 //!   and streams (see [`translate`]).
@@ -27,6 +29,7 @@ mod anthropic;
 mod body;
 mod cut;
 mod filter;
+mod gemini;
 mod openai;
 mod sse;
 pub mod translate;
@@ -36,6 +39,7 @@ use meshgate_types::{Endpoint, Surface, Usage};
 pub use body::BODY_CAP;
 pub use cut::{stream_cut_error, STREAM_CUT_CODE};
 pub use filter::UsageChunkFilter;
+pub use gemini::gemini_meter;
 pub use translate::{
     anthropic_error_to_openai, anthropic_response_to_openai, anthropic_stream_to_openai,
     anthropic_to_openai_chat, openai_chat_to_anthropic, openai_error_to_anthropic,

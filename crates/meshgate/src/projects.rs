@@ -126,7 +126,7 @@ pub enum ProvidersCommand {
     Set {
         #[arg(long)]
         project: String,
-        /// `openai` or `anthropic`.
+        /// `openai`, `anthropic` or `gemini`.
         #[arg(long)]
         provider: String,
         /// Name of the environment variable holding the key.

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// Providers a project may bring its own key for.
-const PROVIDERS: [&str; 2] = ["openai", "anthropic"];
+const PROVIDERS: [&str; 3] = ["openai", "anthropic", "gemini"];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderView {
     pub project_id: String,
-    /// `openai` or `anthropic`.
+    /// `openai`, `anthropic` or `gemini`.
     pub provider: String,
     /// `null`: the gateway's configured base URL.
     pub base_url: Option<String>,
@@ -67,7 +67,7 @@ fn check_provider(provider: &str) -> Result<(), AdminError> {
         Ok(())
     } else {
         Err(AdminError::bad_request(format!(
-            "provider must be openai or anthropic, not {provider:?}"
+            "provider must be openai, anthropic or gemini, not {provider:?}"
         )))
     }
 }
@@ -76,7 +76,7 @@ fn check_provider(provider: &str) -> Result<(), AdminError> {
     put, path = "/admin/v1/projects/{id}/providers/{provider}", tag = "providers",
     params(
         ("id" = String, Path, description = "project id"),
-        ("provider" = String, Path, description = "`openai` or `anthropic`")
+        ("provider" = String, Path, description = "`openai`, `anthropic` or `gemini`")
     ),
     request_body = SetProvider,
     responses(
@@ -170,7 +170,7 @@ pub async fn list_providers(
     delete, path = "/admin/v1/projects/{id}/providers/{provider}", tag = "providers",
     params(
         ("id" = String, Path, description = "project id"),
-        ("provider" = String, Path, description = "`openai` or `anthropic`")
+        ("provider" = String, Path, description = "`openai`, `anthropic` or `gemini`")
     ),
     responses(
         (status = 200, description = "deleted; the project's calls use the gateway's key again"),

@@ -44,11 +44,13 @@ impl Harness {
         };
         config.providers.openai.base_url = format!("{provider_url}/v1");
         config.providers.anthropic.base_url = provider_url.to_string();
+        config.providers.gemini.base_url = provider_url.to_string();
         config.timeouts.shutdown_grace_ms = 10_000;
         adjust(&mut config);
         let env = |name: &str| match name {
             "OPENAI_API_KEY" => Some("sk-mock-openai".to_string()),
             "ANTHROPIC_API_KEY" => Some("sk-ant-mock".to_string()),
+            "GEMINI_API_KEY" => Some("mock-gemini-key".to_string()),
             "MESHGATE_ADMIN_TOKEN" => Some(ADMIN.to_string()),
             _ => None,
         };

@@ -10,6 +10,7 @@ mod admin_providers;
 mod admin_signing;
 mod anthropic;
 mod azure;
+mod gemini;
 mod openai;
 mod policy;
 mod pool;

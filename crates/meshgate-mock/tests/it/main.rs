@@ -7,6 +7,7 @@ mod anthropic;
 mod batches;
 mod common;
 mod control;
+mod gemini;
 mod h2;
 mod media;
 mod openai;

@@ -212,7 +212,13 @@ fn builtin_agrees_with_the_real_file() {
     let ours = builtin();
     let mut compared = 0;
     for model in ours.models() {
-        let Some(theirs) = file.price(model).filter(|p| p.model == model) else {
+        // LiteLLM lists the Gemini API's prices as `gemini/<model>` (the plain names are
+        // Vertex AI's, which differ in places).
+        let listed = match price(&ours, model).provider.as_deref() {
+            Some("gemini") => format!("gemini/{model}"),
+            _ => model.to_string(),
+        };
+        let Some(theirs) = file.price(&listed).filter(|p| p.model == listed) else {
             continue;
         };
         let mine = price(&ours, model);

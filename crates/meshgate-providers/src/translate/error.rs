@@ -99,14 +99,19 @@ fn code_str(code: &Json) -> Option<String> {
 pub fn anthropic_error_to_openai(body: &[u8]) -> Bytes {
     let err = match Json::parse(body) {
         Some(v) if v.get("error").as_object().is_some() => openai_error_object(v.get("error")),
-        _ => obj([
-            ("message", raw_message(body).into()),
-            ("type", "server_error".into()),
-            ("param", Json::Null),
-            ("code", Json::Null),
-        ]),
+        _ => raw_openai_error(body),
     };
     Bytes::from(obj([("error", err)]).to_text())
+}
+
+/// The OA `error` object for a body that is not the provider's error shape.
+fn raw_openai_error(body: &[u8]) -> Json {
+    obj([
+        ("message", raw_message(body).into()),
+        ("type", "server_error".into()),
+        ("param", Json::Null),
+        ("code", Json::Null),
+    ])
 }
 
 /// Provider error body, OpenAI -> Anthropic (`{"type":"error","error":{"type","message"}}`).
@@ -116,4 +121,82 @@ pub fn openai_error_to_anthropic(body: &[u8]) -> Bytes {
         _ => anthropic_error_json(&Json::String(raw_message(body))),
     };
     Bytes::from(v.to_text())
+}
+
+/// OA (type, code) for a Google error `status` (Google's canonical codes).
+fn openai_kind_for_google(status: &str, message: &str) -> (&'static str, Option<&'static str>) {
+    match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => {
+            ("invalid_request_error", None)
+        }
+        "UNAUTHENTICATED" => ("invalid_request_error", Some("invalid_api_key")),
+        "PERMISSION_DENIED" => ("permission_error", None),
+        "NOT_FOUND" if message.contains("model") => {
+            ("invalid_request_error", Some("model_not_found"))
+        }
+        "NOT_FOUND" => ("invalid_request_error", None),
+        "RESOURCE_EXHAUSTED" => ("requests", Some("rate_limit_exceeded")),
+        "UNAVAILABLE" => ("server_error", Some("overloaded")),
+        "DEADLINE_EXCEEDED" => ("server_error", Some("timeout")),
+        _ => ("server_error", None),
+    }
+}
+
+/// The OA `error` object for a Google error object (`{"code","message","status"}`).
+pub(crate) fn gemini_error_object(error: &Json) -> Json {
+    let message = error.get("message").as_str().unwrap_or("upstream error");
+    let (kind, code) = openai_kind_for_google(error.get("status").as_str().unwrap_or(""), message);
+    obj([
+        ("message", message.into()),
+        ("type", kind.into()),
+        ("param", Json::Null),
+        ("code", code.map_or(Json::Null, Json::from)),
+    ])
+}
+
+/// Provider error body, Gemini (`{"error":{"code","message","status"}}`) -> OpenAI.
+pub fn gemini_error_to_openai(body: &[u8]) -> Bytes {
+    // Google sometimes answers a list holding the error (streamGenerateContent without SSE).
+    let v = Json::parse(body).map(|v| match v {
+        Json::Array(mut a) if a.len() == 1 => a.remove(0),
+        v => v,
+    });
+    let err = match v {
+        Some(v) if v.get("error").as_object().is_some() => gemini_error_object(v.get("error")),
+        _ => raw_openai_error(body),
+    };
+    Bytes::from(obj([("error", err)]).to_text())
+}
+
+/// Provider error body, Gemini -> Anthropic, by way of the OpenAI shape (whose mapping to
+/// Anthropic's error types is the one wanted).
+pub fn gemini_error_to_anthropic(body: &[u8]) -> Bytes {
+    openai_error_to_anthropic(&gemini_error_to_openai(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_errors_in_both_shapes() {
+        let body = br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(
+            &gemini_error_to_openai(body)[..],
+            br#"{"error":{"message":"Resource has been exhausted (e.g. check quota).","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#
+        );
+        assert_eq!(
+            &gemini_error_to_anthropic(body)[..],
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"Resource has been exhausted (e.g. check quota)."}}"#
+        );
+        let unavailable = br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#;
+        assert!(std::str::from_utf8(&gemini_error_to_anthropic(unavailable))
+            .unwrap()
+            .contains("overloaded_error"));
+        let key =
+            br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT"}}"#;
+        assert!(std::str::from_utf8(&gemini_error_to_anthropic(key))
+            .unwrap()
+            .contains("invalid_request_error"));
+    }
 }

@@ -1,6 +1,6 @@
-//! Format translation between OpenAI Chat Completions ("OA") and Anthropic Messages ("AN"):
-//! requests, non-stream responses, error bodies and SSE streams, per
-//! `shared/reference/translation.md`.
+//! Format translation between OpenAI Chat Completions ("OA") and Anthropic Messages ("AN"),
+//! and from both to Google Gemini's `generateContent` ("GE"): requests, non-stream
+//! responses, error bodies and SSE streams, per `shared/reference/translation.md`.
 //!
 //! Converters are plain functions over bytes (and [`StreamTranslator`] for streams), so the
 //! gateway's transport never sees either format's structure. meshgate's policy (§0): anything
@@ -19,25 +19,42 @@
 //! - `stream_an_to_oa`, `stream_oa_to_an`: incremental stream translators.
 //! - `error`: error bodies and error-type mapping.
 //! - `ids`: tool-call id sanitising (reversible) and stop-reason maps.
+//! - `gemini`: what both Gemini lanes share (request builder, call ids, usage, finish
+//!   reasons); `request_oa_to_ge`, `request_an_to_ge`: request bodies; `response_ge`,
+//!   `stream_ge_to_oa`: Gemini answers to OA (and to AN through the OA->AN converters).
 
 mod error;
+mod gemini;
 mod ids;
+mod request_an_to_ge;
 mod request_an_to_oa;
 mod request_oa_to_an;
+mod request_oa_to_ge;
 mod response;
+mod response_ge;
 mod stream_an_to_oa;
+mod stream_ge_to_oa;
 mod stream_oa_to_an;
 mod usage;
 mod value;
 
 use bytes::Bytes;
 
-pub use error::{anthropic_error_to_openai, openai_error_to_anthropic};
+pub use error::{
+    anthropic_error_to_openai, gemini_error_to_anthropic, gemini_error_to_openai,
+    openai_error_to_anthropic,
+};
 pub use ids::{restore_tool_id, sanitize_tool_id};
+pub use request_an_to_ge::anthropic_to_gemini;
 pub use request_an_to_oa::anthropic_to_openai_chat;
 pub use request_oa_to_an::openai_chat_to_anthropic;
+pub use request_oa_to_ge::openai_chat_to_gemini;
 pub use response::{anthropic_response_to_openai, openai_response_to_anthropic};
+pub use response_ge::{gemini_response_to_anthropic, gemini_response_to_openai};
 pub use stream_an_to_oa::{anthropic_stream_to_openai, AnthropicToOpenAiStream};
+pub use stream_ge_to_oa::{
+    gemini_stream_to_anthropic, gemini_stream_to_openai, GeminiToOpenAiStream,
+};
 pub use stream_oa_to_an::{openai_stream_to_anthropic, OpenAiToAnthropicStream};
 
 /// The name of the response header listing dropped fields.
@@ -173,11 +190,13 @@ pub trait StreamTranslator: Send {
     fn dropped(&self) -> &[String];
 }
 
-/// The two formats, for callers that pick a converter by (client, upstream) pair.
+/// The formats, for callers that pick a converter by (client, upstream) pair. Gemini is an
+/// upstream format only (clients speak OpenAI's or Anthropic's API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     OpenAiChat,
     AnthropicMessages,
+    GeminiGenerateContent,
 }
 
 /// Request body from `client` format to `upstream` format (same format: the body unchanged,
@@ -196,6 +215,8 @@ pub fn translate_request(
         (Format::AnthropicMessages, Format::OpenAiChat) => {
             anthropic_to_openai_chat(body, upstream_model, opts)
         }
+        (Format::OpenAiChat, Format::GeminiGenerateContent) => openai_chat_to_gemini(body),
+        (Format::AnthropicMessages, Format::GeminiGenerateContent) => anthropic_to_gemini(body),
         _ => Ok(Translated {
             body: Bytes::copy_from_slice(body),
             dropped: Vec::new(),
@@ -217,6 +238,12 @@ pub fn translate_response(
         (Format::OpenAiChat, Format::AnthropicMessages) => {
             openai_response_to_anthropic(body, client_model)
         }
+        (Format::GeminiGenerateContent, Format::OpenAiChat) => {
+            gemini_response_to_openai(body, client_model)
+        }
+        (Format::GeminiGenerateContent, Format::AnthropicMessages) => {
+            gemini_response_to_anthropic(body, client_model)
+        }
         _ => Ok(Translated {
             body: Bytes::copy_from_slice(body),
             dropped: Vec::new(),
@@ -229,6 +256,10 @@ pub fn translate_error(upstream: Format, client: Format, body: &[u8]) -> Bytes {
     match (upstream, client) {
         (Format::AnthropicMessages, Format::OpenAiChat) => anthropic_error_to_openai(body),
         (Format::OpenAiChat, Format::AnthropicMessages) => openai_error_to_anthropic(body),
+        (Format::GeminiGenerateContent, Format::OpenAiChat) => gemini_error_to_openai(body),
+        (Format::GeminiGenerateContent, Format::AnthropicMessages) => {
+            gemini_error_to_anthropic(body)
+        }
         _ => Bytes::copy_from_slice(body),
     }
 }
@@ -247,6 +278,12 @@ pub fn stream_translator(
         }
         (Format::OpenAiChat, Format::AnthropicMessages) => {
             Some(openai_stream_to_anthropic(client_model))
+        }
+        (Format::GeminiGenerateContent, Format::OpenAiChat) => {
+            Some(gemini_stream_to_openai(client_model, include_usage))
+        }
+        (Format::GeminiGenerateContent, Format::AnthropicMessages) => {
+            Some(gemini_stream_to_anthropic(client_model))
         }
         _ => None,
     }

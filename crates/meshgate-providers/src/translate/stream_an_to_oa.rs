@@ -47,17 +47,13 @@ impl AnthropicToOpenAiStream {
         AnthropicToOpenAiStream {
             framer: SseFramer::new(),
             state: State {
-                model: client_model.to_owned(),
-                include_usage,
-                created,
-                prefix: String::new(),
+                w: OaChunks::new(client_model, include_usage, created),
                 blocks: HashMap::new(),
                 next_tool: 0,
                 usage: AnUsage::default(),
                 stop_reason: None,
                 terminal: false,
                 dropped: Dropped::default(),
-                out: Vec::new(),
             },
         }
     }
@@ -66,21 +62,21 @@ impl AnthropicToOpenAiStream {
 impl StreamTranslator for AnthropicToOpenAiStream {
     fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         self.framer.feed(chunk, &mut self.state);
-        out.append(&mut self.state.out);
+        out.append(&mut self.state.w.out);
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
         self.framer.finish(&mut self.state);
         if !self.state.terminal {
             self.state.terminal = true;
-            self.state.out.extend_from_slice(&stream_cut_error(
+            self.state.w.out.extend_from_slice(&stream_cut_error(
                 Surface::OpenAi,
                 Endpoint::ChatCompletions,
                 false,
                 "the upstream stream ended before message_stop",
             ));
         }
-        out.append(&mut self.state.out);
+        out.append(&mut self.state.w.out);
     }
 
     fn dropped(&self) -> &[String] {
@@ -98,11 +94,7 @@ enum Block {
 }
 
 struct State {
-    model: String,
-    include_usage: bool,
-    created: u64,
-    /// `{"id":..,"object":..,"created":..,"model":..,` shared by every chunk.
-    prefix: String,
+    w: OaChunks,
     blocks: HashMap<u64, Block>,
     next_tool: u64,
     usage: AnUsage,
@@ -110,7 +102,6 @@ struct State {
     /// `message_stop` or `error` seen: nothing more is written.
     terminal: bool,
     dropped: Dropped,
-    out: Vec<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,8 +162,31 @@ pub(crate) fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-impl State {
-    fn ensure_prefix(&mut self, msg_id: &str) {
+/// Writes OA `chat.completion.chunk` events (shared by every translator to OA): each chunk
+/// starts with one prefix (id, created, model); the end is the finish chunk, the usage chunk
+/// (only when the client asked for it) and `[DONE]`.
+pub(crate) struct OaChunks {
+    model: String,
+    include_usage: bool,
+    created: u64,
+    /// `{"id":..,"object":..,"created":..,"model":..,` shared by every chunk.
+    prefix: String,
+    pub(crate) out: Vec<u8>,
+}
+
+impl OaChunks {
+    pub(crate) fn new(model: &str, include_usage: bool, created: u64) -> Self {
+        OaChunks {
+            model: model.to_owned(),
+            include_usage,
+            created,
+            prefix: String::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Names the chunks after the upstream's message id (the first call wins).
+    pub(crate) fn ensure_prefix(&mut self, msg_id: &str) {
         if self.prefix.is_empty() {
             self.prefix = format!(
                 "{{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},",
@@ -183,7 +197,7 @@ impl State {
         }
     }
 
-    fn chunk(&mut self, delta: &str, finish: Option<&str>) {
+    pub(crate) fn chunk(&mut self, delta: &str, finish: Option<&str>) {
         self.ensure_prefix("meshgate");
         self.out.extend_from_slice(b"data: ");
         self.out.extend_from_slice(self.prefix.as_bytes());
@@ -203,18 +217,36 @@ impl State {
         self.out.extend_from_slice(b"}\n\n");
     }
 
-    fn message_stop(&mut self) {
-        let finish = finish_reason_for(self.stop_reason.as_deref());
+    /// The finish chunk, the usage chunk when asked for, `[DONE]`.
+    pub(crate) fn end(&mut self, finish: &str, usage: &Json) {
         self.chunk("{}", Some(finish));
         if self.include_usage {
             self.out.extend_from_slice(b"data: ");
             self.out.extend_from_slice(self.prefix.as_bytes());
             self.out.extend_from_slice(b"\"choices\":[],\"usage\":");
-            self.out
-                .extend_from_slice(self.usage.to_openai().to_text().as_bytes());
+            self.out.extend_from_slice(usage.to_text().as_bytes());
             self.out.extend_from_slice(b"}\n\n");
         }
         self.out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// An OA error event carrying `oa_error` (the `error` object).
+    pub(crate) fn error(&mut self, oa_error: Json) {
+        let e = obj([("error", oa_error)]);
+        self.out.extend_from_slice(b"data: ");
+        self.out.extend_from_slice(e.to_text().as_bytes());
+        self.out.extend_from_slice(b"\n\n");
+    }
+}
+
+impl State {
+    fn chunk(&mut self, delta: &str, finish: Option<&str>) {
+        self.w.chunk(delta, finish);
+    }
+
+    fn message_stop(&mut self) {
+        let finish = finish_reason_for(self.stop_reason.as_deref());
+        self.w.end(finish, &self.usage.to_openai());
         self.terminal = true;
     }
 
@@ -222,10 +254,7 @@ impl State {
         let an_error = raw
             .and_then(|r| Json::parse(r.get().as_bytes()))
             .unwrap_or_default();
-        let e = obj([("error", openai_error_object(&an_error))]);
-        self.out.extend_from_slice(b"data: ");
-        self.out.extend_from_slice(e.to_text().as_bytes());
-        self.out.extend_from_slice(b"\n\n");
+        self.w.error(openai_error_object(&an_error));
         self.terminal = true;
     }
 
@@ -305,7 +334,7 @@ impl SseSink for State {
                 if let Some(u) = &start.usage {
                     self.usage.merge(u);
                 }
-                self.ensure_prefix(start.id.get().unwrap_or("meshgate"));
+                self.w.ensure_prefix(start.id.get().unwrap_or("meshgate"));
                 self.chunk("{\"role\":\"assistant\",\"content\":\"\"}", None);
             }
             b"content_block_start" => {
@@ -327,7 +356,7 @@ impl SseSink for State {
                 }
             }
             b"message_stop" => self.message_stop(),
-            b"ping" => self.out.extend_from_slice(b": ping\n\n"),
+            b"ping" => self.w.out.extend_from_slice(b": ping\n\n"),
             b"error" => self.error(ev.error),
             _ => {}
         }
