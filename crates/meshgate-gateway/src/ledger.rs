@@ -1,5 +1,7 @@
 //! The ledger writer: usage events leave the request path through a channel and are written
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
+//! Readers waiting for an event to appear (the per-call event lookup) watch a counter of
+//! written batches.
 
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
@@ -7,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 enum Message {
@@ -27,6 +29,8 @@ pub struct Ledger {
     tx: mpsc::UnboundedSender<Message>,
     /// Wakes the writer early for a flush or the shutdown.
     urgent: Arc<Notify>,
+    /// Counts the batches of events written so far; bumped after each.
+    written: Arc<watch::Sender<u64>>,
 }
 
 impl Ledger {
@@ -41,15 +45,24 @@ impl Ledger {
     ) -> (Ledger, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let urgent = Arc::new(Notify::new());
+        let written = Arc::new(watch::Sender::new(0));
         let task = tokio::spawn(write_loop(
             store,
             rx,
             urgent.clone(),
+            written.clone(),
             batch_size.max(1),
             window,
             fallback,
         ));
-        (Ledger { tx, urgent }, task)
+        (
+            Ledger {
+                tx,
+                urgent,
+                written,
+            },
+            task,
+        )
     }
 
     /// Queues one event (and, with `debit`, its charge as a credit debit); never blocks.
@@ -81,6 +94,11 @@ impl Ledger {
             self.urgent.notify_one();
             let _ = wait.await;
         }
+    }
+
+    /// A receiver that sees a change each time a batch of events has been written.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
     }
 
     /// Writes what is queued and stops the writer; await its task afterwards.
@@ -126,6 +144,7 @@ async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
     urgent: Arc<Notify>,
+    written: Arc<watch::Sender<u64>>,
     batch_size: usize,
     window: Duration,
     fallback: PathBuf,
@@ -151,6 +170,9 @@ async fn write_loop(
             .zip(pending.debit.chunks(batch_size))
         {
             write_batch(store.as_ref(), chunk, &debits(chunk, debit), &fallback).await;
+        }
+        if !pending.events.is_empty() {
+            written.send_modify(|batches| *batches += 1);
         }
         pending.events.clear();
         pending.debit.clear();

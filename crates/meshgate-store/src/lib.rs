@@ -124,6 +124,18 @@ pub trait Store: Send + Sync + 'static {
     /// Writes usage events and their credit debits in one transaction: all or none.
     async fn insert_usage(&self, events: &[UsageEvent], debits: &[CreditEntry]) -> Result<()>;
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage>;
+    /// One usage event by its id, if written. The default reads it through
+    /// [`Store::list_usage`]: the newest event with an id before `id` followed by `~` (which
+    /// sorts after every id character) is `id` itself when it exists; backends override it
+    /// with a direct lookup.
+    async fn get_usage_event(&self, id: &str) -> Result<Option<UsageEvent>> {
+        let filter = UsageFilter {
+            before_id: Some(format!("{id}~")),
+            ..UsageFilter::default()
+        };
+        let page = self.list_usage(&filter, 1).await?;
+        Ok(page.events.into_iter().find(|e| e.id == id))
+    }
     async fn usage_summary(
         &self,
         filter: &UsageFilter,

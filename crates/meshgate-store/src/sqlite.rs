@@ -954,6 +954,16 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn get_usage_event(&self, id: &str) -> Result<Option<UsageEvent>> {
+        sqlx::query("SELECT * FROM usage_events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(event_from_row)
+            .transpose()
+    }
+
     async fn usage_summary(
         &self,
         filter: &UsageFilter,

@@ -8,10 +8,18 @@
 //! - `commands`: keys, usage, audit, pricing, and the flags and printing shared.
 //! - `projects`: projects, credits and provider keys.
 //! - `tokens`: signing keys and minting participant tokens.
+//! - `devconfig`: the developer's stored login and local proxy bearer.
+//! - `proxy`: `meshgate proxy`, the local endpoint in front of a remote gateway.
+//! - `ask`: `meshgate ask`, one streamed question with its metered cost.
 
 mod admin_client;
+mod ask;
 mod commands;
+// `login` and `logout` (another change) use the rest of it.
+#[allow(dead_code)]
+mod devconfig;
 mod projects;
+mod proxy;
 mod serve;
 mod tokens;
 
@@ -102,6 +110,10 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// A local OpenAI/Anthropic endpoint that forwards to a remote meshgate, with live usage.
+    Proxy(proxy::ProxyArgs),
+    /// Ask one question through the gateway; prints the answer, its tokens and cost.
+    Ask(ask::AskArgs),
     /// Inspect the price catalog.
     Pricing {
         #[command(subcommand)]
@@ -132,6 +144,8 @@ fn main() -> std::process::ExitCode {
             Command::Audit { args, target } => commands::audit(args, &target).await,
             Command::Usage { args, target } => commands::usage(args, &target).await,
             Command::Pricing { command } => commands::pricing(command),
+            Command::Proxy(args) => proxy::run(args).await,
+            Command::Ask(args) => ask::run(args).await,
         }
     });
     match result {

@@ -18,3 +18,4 @@ mod relay;
 mod routing;
 mod tls;
 mod tokens;
+mod usage_events;
