@@ -35,6 +35,16 @@ fi
 # The real Codex CLI and Claude Code for test_devcmds.py (skipped there if not installed).
 bash "$root/tests/clients/install.sh"
 
+# test_proxy.py drives `meshgate proxy`'s live view in tmux.
+if ! command -v tmux >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "run.sh: installing tmux" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+  else
+    echo "run.sh: tmux is missing (install it: the proxy's live view is tested in tmux)" >&2
+  fi
+fi
+
 cd "$root"
 cargo build --quiet -p meshgate -p meshgate-mock
 target="$(cargo metadata --format-version 1 --no-deps \

@@ -2,6 +2,8 @@
 //! in batches by one task, one batch per window; a flush waits for everything sent before it.
 //! With a spool (the default), events pass through [`crate::spool`] first, which keeps them
 //! in a local file before their calls' responses end.
+//! Readers waiting for an event to appear (the per-call event lookup) watch a counter of
+//! written batches.
 
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::spool::{Spool, SpoolMode, Spooled};
@@ -34,6 +36,8 @@ pub struct Ledger {
     sink: Sink,
     /// Wakes the writer early for a flush or the shutdown.
     urgent: Arc<Notify>,
+    /// Counts the batches of events written so far; bumped after each.
+    written: Arc<watch::Sender<u64>>,
 }
 
 /// Where the request path's messages go first.
@@ -83,6 +87,7 @@ impl Ledger {
             },
             Some((_, SpoolMode::Off)) | None => Sink::Writer(tx.clone()),
         };
+        let written = Arc::new(watch::Sender::new(0));
         let task = tokio::spawn(write_loop(
             store,
             rx,
@@ -90,9 +95,19 @@ impl Ledger {
             batch_size.max(1),
             window,
             fallback,
-            committed.clone(),
+            Progress {
+                written: written.clone(),
+                committed: committed.clone(),
+            },
         ));
-        Ok((Ledger { sink, urgent }, task))
+        Ok((
+            Ledger {
+                sink,
+                urgent,
+                written,
+            },
+            task,
+        ))
     }
 
     /// Queues one event (and, with `debit`, its charge as a credit debit); never waits for
@@ -148,6 +163,11 @@ impl Ledger {
             self.urgent.notify_one();
             let _ = wait.await;
         }
+    }
+
+    /// A receiver that sees a change each time a batch of events has been written.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
     }
 
     /// Writes what is queued and stops the writer; await its task afterwards.
@@ -220,6 +240,14 @@ impl Pending {
     }
 }
 
+/// What the writer tells others of its progress.
+struct Progress {
+    /// Bumped after each batch of events written (wakes event lookups).
+    written: Arc<watch::Sender<u64>>,
+    /// The spool sequence number written up to (the spool drops what is below).
+    committed: Arc<AtomicU64>,
+}
+
 async fn write_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
@@ -227,8 +255,9 @@ async fn write_loop(
     batch_size: usize,
     window: Duration,
     fallback: PathBuf,
-    committed: Arc<AtomicU64>,
+    progress: Progress,
 ) {
+    let Progress { written, committed } = progress;
     let mut pending = Pending::default();
     while !pending.closing {
         let Some(first) = rx.recv().await else { break };
@@ -250,6 +279,9 @@ async fn write_loop(
             .zip(pending.debit.chunks(batch_size))
         {
             write_batch(store.as_ref(), chunk, debit, &fallback).await;
+        }
+        if !pending.events.is_empty() {
+            written.send_modify(|batches| *batches += 1);
         }
         pending.events.clear();
         pending.debit.clear();

@@ -53,6 +53,10 @@ use tokio::task::JoinHandle;
 /// Response header carrying meshgate's id of the call (also the ledger's `request_id`).
 pub const REQUEST_ID_HEADER: &str = "x-meshgate-request-id";
 
+/// Response header carrying the id of the usage event the call writes when it ends; read it
+/// back with `GET /v1/usage/events/{id}` (the gateway's own metering of that call).
+pub const EVENT_ID_HEADER: &str = "meshgate-event-id";
+
 /// A gateway ready to serve.
 pub struct Gateway {
     pub state: Arc<AppState>,

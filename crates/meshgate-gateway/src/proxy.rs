@@ -385,6 +385,12 @@ async fn respond(
         if let Ok(v) = HeaderValue::from_str(request_id) {
             headers.insert(crate::REQUEST_ID_HEADER, v);
         }
+        if let Some(v) = settlement
+            .event_id()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            headers.insert(crate::EVENT_ID_HEADER, v);
+        }
         let served = format!(
             "{}/{}; deployment={deployment}",
             candidate.provider, candidate.model

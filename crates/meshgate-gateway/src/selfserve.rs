@@ -1,7 +1,8 @@
 //! What a caller can ask meshgate about itself, with its own credential: the models it may
 //! use (`GET /v1/models`, both surfaces, with meshgate's prices), its own usage
-//! (`GET /v1/usage`, `GET /v1/usage/summary`), who it is (`GET /v1/me`), and delegations
-//! for the agents it runs (`POST /v1/delegations`).
+//! (`GET /v1/usage`, `GET /v1/usage/summary`), the metering of one of its calls
+//! (`GET /v1/usage/events/{id}`, the id from the call's `meshgate-event-id` header), who it
+//! is (`GET /v1/me`), and delegations for the agents it runs (`POST /v1/delegations`).
 
 use crate::admit;
 use crate::auth::{self, Principal};
@@ -20,7 +21,14 @@ use std::time::Duration;
 /// The meshgate-own paths below `/v1/` (and `/openai/v1/`, `/anthropic/v1/`).
 pub fn is_selfserve(rest: &str) -> bool {
     matches!(rest, "usage" | "usage/summary" | "me" | "delegations")
+        || rest.starts_with(EVENTS_PREFIX)
 }
+
+/// `usage/events/{id}`: one event of the caller's project.
+const EVENTS_PREFIX: &str = "usage/events/";
+
+/// The longest `GET /v1/usage/events/{id}?wait_ms=` may wait for the event to be written.
+pub const MAX_EVENT_WAIT: Duration = Duration::from_secs(30);
 
 /// Splits a path into its surface and the part after `/v1/`, for meshgate's own paths.
 pub fn selfserve_path(path: &str) -> Option<(Surface, &str)> {
@@ -68,6 +76,10 @@ pub async fn serve(
         "usage" if method == Method::GET => usage(state, principal, query).await?,
         "usage/summary" if method == Method::GET => usage_summary(state, principal, query).await?,
         "me" if method == Method::GET => me(state, principal).await?,
+        _ if method == Method::GET && rest.starts_with(EVENTS_PREFIX) => {
+            let id = &rest[EVENTS_PREFIX.len()..];
+            usage_event(state, principal, id, query).await?
+        }
         "delegations" if method == Method::POST => {
             let created = delegate(state, principal, &body)?;
             return Ok(json_response(StatusCode::CREATED, &created, request_id));
@@ -165,6 +177,59 @@ async fn usage_summary(
         "total": total,
         "total_charged_usd": total_cost,
     }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    /// How long to wait for the event to be written (the ledger writes in batches, a moment
+    /// after the call ends); capped at [`MAX_EVENT_WAIT`].
+    wait_ms: Option<u64>,
+}
+
+/// One usage event of the caller's project, waiting up to `wait_ms` for it to be written.
+/// Another project's event, and an event not written in time, are both 404.
+async fn usage_event(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    query: Option<&str>,
+) -> Result<serde_json::Value, GatewayError> {
+    let query: EventQuery = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| GatewayError::new(ErrorKind::InvalidRequest, format!("invalid query: {e}")))?;
+    let not_found = || {
+        GatewayError::new(
+            ErrorKind::NotFound,
+            format!("no usage event {id:?} in this project"),
+        )
+    };
+    // Event ids are UUIDs; anything else cannot name one.
+    if uuid::Uuid::try_parse(id).is_err() {
+        return Err(not_found());
+    }
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_EVENT_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut written = state.ledger.written();
+    if wait.is_zero() {
+        // An answer now: whatever is queued is written before the look. A waiting lookup
+        // does not cut the ledger's batching short; the next write wakes it.
+        state.ledger.flush().await;
+    }
+    loop {
+        written.borrow_and_update();
+        if let Some(event) = state.store.get_usage_event(id).await.map_err(storage)? {
+            return match event.project_id == principal.project_id {
+                true => serde_json::to_value(&event)
+                    .map_err(|e| GatewayError::new(ErrorKind::Internal, e.to_string())),
+                false => Err(not_found()),
+            };
+        }
+        // Not written yet: wake on the ledger's next write, or give up at the deadline.
+        match tokio::time::timeout_at(deadline, written.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(not_found()),
+        }
+    }
 }
 
 fn storage(e: meshgate_store::StoreError) -> GatewayError {

@@ -77,6 +77,9 @@ pub struct Settlement {
     meter: Option<Box<dyn Meter>>,
     /// The meter's result, taken once when the body ends.
     metered: Option<Metered>,
+    /// The id of the first usage event this call writes, known from the start so that the
+    /// response can name it (`meshgate-event-id`).
+    event_id: Option<String>,
     settled: bool,
     /// Resolves when the last event written is on disk (with the ledger's spool).
     durable: Option<crate::ledger::Durable>,
@@ -105,6 +108,7 @@ impl Settlement {
             ttfb_ms: None,
             meter: None,
             metered: None,
+            event_id: Some(new_event_id()),
             settled: false,
             durable: None,
         }
@@ -120,6 +124,11 @@ impl Settlement {
         self.status = Some(status);
         self.upstream_request_id = upstream_request_id;
         self.meter = meter;
+    }
+
+    /// The id the call's (first) usage event will have; `None` once it is written.
+    pub fn event_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
     }
 
     /// Takes the batch billing claim away from the guard, for a caller that releases it now.
@@ -354,6 +363,9 @@ impl Settlement {
 
     /// Queues an event, adding its charge (cost plus markup) and tokens to the call's.
     fn record(&mut self, mut event: UsageEvent) {
+        if let Some(id) = self.event_id.take() {
+            event.id = id;
+        }
         if let Some(cost) = event.cost_usd {
             event.markup_usd = self.charges.as_ref().and_then(|c| c.markup(cost));
             self.charged += cost + event.markup_usd.unwrap_or(Money::ZERO);
@@ -387,7 +399,7 @@ impl Settlement {
         duration_ms: i64,
     ) -> UsageEvent {
         UsageEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_event_id(),
             request_id: self.call.request_id.clone(),
             project_id: self.call.project_id.clone(),
             key_id: self.call.key_id.clone(),
@@ -440,6 +452,10 @@ fn add_usage(total: &mut Usage, u: &Usage) {
     add(&mut total.output, u.output);
     add(&mut total.reasoning, u.reasoning);
     add(&mut total.web_search_requests, u.web_search_requests);
+}
+
+fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn elapsed_ms(since: Instant) -> i64 {

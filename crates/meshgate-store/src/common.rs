@@ -335,6 +335,17 @@ macro_rules! impl_store {
                 Ok(present)
             }
 
+            async fn get_usage_event(&self, id: &str) -> Result<Option<UsageEvent>> {
+                let mut q = QueryBuilder::<$db>::new("SELECT * FROM usage_events WHERE id = ");
+                q.push_bind(id.to_string());
+                q.build()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(event_from_row)
+                    .transpose()
+            }
+
             async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage> {
                 let limit = page_limit(limit);
                 let mut q = QueryBuilder::<$db>::new("SELECT * FROM usage_events WHERE 1=1");

@@ -168,6 +168,8 @@ pub trait Store: Send + Sync + 'static {
     /// Which of these event ids the ledger already holds (replaying a spool skips them).
     async fn usage_ids_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>>;
     async fn list_usage(&self, filter: &UsageFilter, limit: u32) -> Result<UsagePage>;
+    /// One usage event by id.
+    async fn get_usage_event(&self, id: &str) -> Result<Option<UsageEvent>>;
     async fn usage_summary(
         &self,
         filter: &UsageFilter,

@@ -182,6 +182,13 @@ async fn keys_settings_and_usage(store: &dyn Store) {
         cursor = p.next_before_id;
     }
     assert_eq!(seen, 25);
+    // One event by id: exact, and none for an id never written (nor its prefix).
+    assert_eq!(
+        store.get_usage_event(&events[6].id).await.unwrap().as_ref(),
+        Some(&events[6])
+    );
+    assert_eq!(store.get_usage_event("0190-00000099").await.unwrap(), None);
+    assert_eq!(store.get_usage_event("0190-0000000").await.unwrap(), None);
 
     let by_model = store
         .usage_summary(&UsageFilter::default(), GroupBy::Model)

@@ -11,14 +11,18 @@
 //! - `devconfig`, `devtarget`: the developer's stored login and the gateway it names.
 //! - `login`, `setup`, `run`, `my_usage`: the developer's commands (`login`, `whoami`,
 //!   `logout`, `setup codex|claude`, `run`, and `usage` of one's own).
+//! - `proxy`: `meshgate proxy`, the local endpoint in front of a remote gateway.
+//! - `ask`: `meshgate ask`, one streamed question with its metered cost.
 
 mod admin_client;
+mod ask;
 mod commands;
 mod devconfig;
 mod devtarget;
 mod login;
 mod my_usage;
 mod projects;
+mod proxy;
 mod run;
 mod serve;
 mod setup;
@@ -111,6 +115,10 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// A local OpenAI/Anthropic endpoint that forwards to a remote meshgate, with live usage.
+    Proxy(proxy::ProxyArgs),
+    /// Ask one question through the gateway; prints the answer, its tokens and cost.
+    Ask(ask::AskArgs),
     /// Inspect the price catalog.
     Pricing {
         #[command(subcommand)]
@@ -174,6 +182,8 @@ fn main() -> std::process::ExitCode {
             Command::Logout => login::logout(),
             Command::Setup { command } => setup::setup(command),
             Command::Run(args) => run::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
+            Command::Ask(args) => ask::run(args).await,
         }
     });
     match result {

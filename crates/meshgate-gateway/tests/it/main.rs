@@ -20,3 +20,4 @@ mod relay;
 mod routing;
 mod tls;
 mod tokens;
+mod usage_events;
