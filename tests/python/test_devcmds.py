@@ -2,7 +2,7 @@
 login (saved privately, a refused key never saved), whoami, logout, `setup codex` and
 `setup claude` (merged into existing files, idempotent), `run` (environment and exit codes),
 `usage` of one's own (numbers equal to the calls made), and the real Codex CLI and Claude
-Code completing a turn through the gateway.
+Code completing a turn through the gateway, directly and through `meshgate proxy`.
 
 Every command runs with a temporary HOME, MESHGATE_CONFIG_DIR, CODEX_HOME and
 CLAUDE_CONFIG_DIR: never the real home."""
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, Stack, _binary
+from conftest import ROOT, Proc, Stack, _binary
 from support import CLIENT_TIMEOUT_S, LEDGER_TIMEOUT_S
 
 CLIENTS_BIN = ROOT / "tests" / "clients" / "node_modules" / ".bin"
@@ -481,6 +481,47 @@ def test_claude_code_completes_a_turn_through_the_gateway(dev: Dev, stack: Stack
     again = run_client(dev, [str(dev.binary), "run", "--", *argv])
     assert again.returncode == 0 and "tok0" in again.stdout, again.stderr
     assert len(wait_events(stack, key["id"], len(events) + 1)) > len(events)
+
+
+def test_codex_and_claude_code_work_through_meshgate_proxy(dev: Dev, stack: Stack) -> None:
+    """The README's path: login, `meshgate proxy`, `setup codex --local`, `run --local`: the
+    clients reach the gateway only through the proxy, with its local bearer, and the proxy's
+    per-request lines carry the gateway's cost of each call."""
+    codex, claude = client("codex"), client("claude")
+    key = new_key(stack, "via-proxy")
+    logged_in(dev, stack, key)
+    # Upstream URL and credential come from the stored login.
+    proxy = Proc("proxy", [str(dev.binary), "proxy", "--port", "0", "--no-tui"], dev.env, dev.home)
+    try:
+        url = proxy.wait_for_line(r"^meshgate proxy on (http://\S+) -> \S+").group(1)
+        local = {"MESHGATE_PROXY_URL": url}
+        dev.ok("setup", "codex", "--local", "--model", "gpt-5", **local)
+        runs = {
+            "codex": [str(codex), "exec", "--profile", "meshgate", "--skip-git-repo-check", "Say hello"],
+            "claude": [str(claude), "-p", "--model", "claude-haiku-4-5", "Say hello"],
+        }  # fmt: skip
+        for name, argv in runs.items():
+            done = run_client(dev, [str(dev.binary), "run", "--local", "--", *argv],
+                              ANTHROPIC_DEFAULT_HAIKU_MODEL="claude-haiku-4-5", **local)  # fmt: skip
+            assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+            assert "tok0" in done.stdout, done.stdout
+        events = wait_events(stack, key["id"], 2)
+        assert {(e["endpoint"], e["model"]) for e in events} == {("responses", "gpt-5"), ("messages", "claude-haiku-4-5")}
+        # The proxy printed a line per call with the gateway's own cost of it.
+        costs = {e["model"]: Decimal(e["cost_usd"]) + Decimal(e.get("markup_usd") or 0) for e in events}
+        deadline = time.monotonic() + LEDGER_TIMEOUT_S
+        while True:
+            text = proxy.stdout_path.read_text(errors="replace")
+            lines = [l for l in text.splitlines() if " 200 " in l and "cost=$" in l]
+            if len(lines) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for model, cost in costs.items():
+            line = next((l for l in lines if f" {model} " in l), None)
+            assert line is not None, f"no proxy line for {model}\n{proxy.logs()}"
+            assert Decimal(line.split("cost=$")[1].split()[0]) == cost, line
+    finally:
+        assert proxy.stop() == 0, proxy.logs()
 
 
 def test_shell_lines_of_setup_claude_print_evaluate(dev: Dev, stack: Stack) -> None:

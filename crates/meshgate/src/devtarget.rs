@@ -10,6 +10,16 @@ use serde_json::Value;
 /// Where `meshgate proxy` listens by default.
 pub const LOCAL_PROXY_URL: &str = "http://127.0.0.1:8766";
 
+/// Where `--local` points: `MESHGATE_PROXY_URL` (a proxy started with `--port`), else the
+/// default address.
+pub fn local_proxy_url() -> String {
+    std::env::var("MESHGATE_PROXY_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| LOCAL_PROXY_URL.to_string())
+}
+
 /// The gateway's OpenAI base URL (what `OPENAI_BASE_URL` is set to).
 pub fn openai_base(url: &str) -> String {
     format!("{}/openai/v1", url.trim_end_matches('/'))

@@ -3,7 +3,7 @@
 //! with the command's exit code, or 128 + the signal that killed it.
 
 use crate::devconfig;
-use crate::devtarget::{self, LOCAL_PROXY_URL};
+use crate::devtarget;
 use anyhow::Context;
 use std::ffi::OsString;
 
@@ -25,12 +25,12 @@ pub fn command_env(local: bool) -> anyhow::Result<Vec<(&'static str, Option<Stri
         return Ok(vec![
             (
                 "OPENAI_BASE_URL",
-                Some(devtarget::openai_base(LOCAL_PROXY_URL)),
+                Some(devtarget::openai_base(&devtarget::local_proxy_url())),
             ),
             ("OPENAI_API_KEY", Some(bearer.clone())),
             (
                 "ANTHROPIC_BASE_URL",
-                Some(devtarget::anthropic_base(LOCAL_PROXY_URL)),
+                Some(devtarget::anthropic_base(&devtarget::local_proxy_url())),
             ),
             ("ANTHROPIC_API_KEY", Some(bearer)),
             ("MESHGATE_TOKEN", None),

@@ -4,7 +4,7 @@
 //! on a second run.
 
 use crate::devconfig;
-use crate::devtarget::{self, LOCAL_PROXY_URL};
+use crate::devtarget;
 use anyhow::Context;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,10 @@ fn update_file(
 /// The OpenAI base URL and the variable holding the credential Codex sends.
 fn codex_target(local: bool) -> anyhow::Result<(String, &'static str)> {
     if local {
-        return Ok((devtarget::openai_base(LOCAL_PROXY_URL), "OPENAI_API_KEY"));
+        return Ok((
+            devtarget::openai_base(&devtarget::local_proxy_url()),
+            "OPENAI_API_KEY",
+        ));
     }
     Ok((
         devtarget::openai_base(&devtarget::resolve()?.url),
@@ -183,7 +186,7 @@ pub fn codex_profile(text: &str, model: &str) -> anyhow::Result<String> {
 fn claude_env(local: bool) -> anyhow::Result<[(&'static str, String); 2]> {
     let (base, token) = if local {
         (
-            devtarget::anthropic_base(LOCAL_PROXY_URL),
+            devtarget::anthropic_base(&devtarget::local_proxy_url()),
             devconfig::local_bearer()?,
         )
     } else {
