@@ -34,7 +34,23 @@ ensure_postgres() {
 }
 export MESHGATE_REQUIRE_POSTGRES=1
 
+# The Redis cases (shared limits) run against the local Redis, each under a key prefix of
+# its own; started here (daemonized, default port) when it does not answer.
+ensure_redis() {
+    redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return 0
+    echo "Redis is not running; starting it"
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
+    for _ in $(seq 1 30); do
+        redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "Redis did not start" >&2
+    return 1
+}
+export MESHGATE_REQUIRE_REDIS=1
+
 step postgres ensure_postgres
+step redis ensure_redis
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step rust-tests cargo test --workspace --locked

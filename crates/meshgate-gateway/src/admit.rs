@@ -4,10 +4,10 @@
 //! What admission reserved travels with the settlement as [`Charges`].
 
 use crate::auth::Principal;
-use crate::budget::{Account, Budgets, Need, Period, Reservation};
+use crate::budget::{Account, BudgetDenial, Budgets, Need, Period, Reservation};
 use crate::classify::{RequestInfo, Route};
 use crate::error::{ErrorKind, GatewayError};
-use crate::limits::{RateCheck, RateLimiter, RateScope};
+use crate::limits::{RateCheck, RateDenial, RateLimiter, RateScope};
 use crate::state::AppState;
 use meshgate_pricing::ModelPrice;
 use meshgate_store::{Limits, ProjectSettings};
@@ -49,7 +49,7 @@ impl Charges {
             return;
         }
         self.budgets.settle(&mut self.reservation, charged);
-        self.limiter.add_tokens(
+        self.limiter.count_tokens(
             &self.rate_scopes,
             tokens,
             chrono::Utc::now().timestamp_millis(),
@@ -100,11 +100,15 @@ pub async fn admit(
     let (checks, rate_scopes) = rate_checks(&project, principal);
     state
         .rate_limits
-        .admit(&checks, now_ms)
-        .map_err(|refusal| {
-            GatewayError::new(ErrorKind::RateLimited, refusal.message())
-                .with_code("rate_limit_exceeded")
-                .with_headers(refusal.headers())
+        .admit_call(&checks, now_ms)
+        .await
+        .map_err(|denial| match denial {
+            RateDenial::Limited(refusal) => {
+                GatewayError::new(ErrorKind::RateLimited, refusal.message())
+                    .with_code("rate_limit_exceeded")
+                    .with_headers(refusal.headers())
+            }
+            RateDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
         })?;
 
     let needs = budget_needs(&project, principal, now_ms);
@@ -124,22 +128,22 @@ pub async fn admit(
         }
         None => estimate,
     };
-    state
-        .budgets
-        .load(&needs)
-        .await
-        .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("cannot read budgets: {e}")))?;
-    let reservation = state
-        .budgets
-        .reserve(&needs, with_markup)
-        .map_err(|refusal| {
-            let code = if matches!(refusal.account, Account::Credits(_)) {
-                "insufficient_credits"
-            } else {
-                "budget_exceeded"
-            };
-            GatewayError::new(ErrorKind::PaymentRequired, refusal.message).with_code(code)
-        })?;
+    let reservation =
+        state
+            .budgets
+            .admit(&needs, with_markup)
+            .await
+            .map_err(|denial| match denial {
+                BudgetDenial::Refused(refusal) => {
+                    let code = if matches!(refusal.account, Account::Credits(_)) {
+                        "insufficient_credits"
+                    } else {
+                        "budget_exceeded"
+                    };
+                    GatewayError::new(ErrorKind::PaymentRequired, refusal.message).with_code(code)
+                }
+                BudgetDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
+            })?;
     Ok(Admission {
         price,
         charges: Charges {

@@ -2,15 +2,23 @@
 //! possible charge is reserved in every account it spends from (key, project, delegation,
 //! credits); when it settles, the exact charge replaces the reservation.
 //!
-//! Accounts live in memory. Each is loaded from the store the first time a call needs it
-//! (one query per account and period; afterwards the hot path touches no database) and
-//! then follows every settlement of this instance. Calls of other instances are seen when
-//! the account is loaded again (the next period); a fleet shares them through Redis.
+//! Two backends behind [`Budgets::admit`] and [`Budgets::settle`]:
+//! - in memory (one instance): each account is loaded from the store the first time a
+//!   call needs it (one query per account and period; afterwards the hot path touches no
+//!   database) and then follows every settlement of this instance;
+//! - in Redis (a fleet, `redis_url`): the same accounts, loaded from the database once and
+//!   then reserved and settled by atomic scripts every instance runs ([`crate::hot`]), so
+//!   grants and spending of any instance count on all.
 
+use crate::hot::{self, RedisHot, ReserveOutcome};
 use meshgate_store::{SpendScope, Store};
 use meshgate_types::Money;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// How long a shared reservation holds before any instance may release it: longer than
+/// any call (an instance that dies mid-call leaves it behind).
+pub const SHARED_HOLD_MS: u64 = 15 * 60 * 1000;
 
 /// One account a call may spend from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,12 +103,45 @@ pub struct BudgetRefusal {
 pub struct Reservation {
     accounts: Vec<Account>,
     amount: Money,
+    /// The reservation's id in Redis, when shared.
+    shared_id: Option<String>,
 }
 
-/// Every account of this instance.
+/// Why a call may not reserve: an account refused, or the shared state cannot be reached
+/// (then the call is refused: budgets that cannot be checked fail closed).
+#[derive(Debug)]
+pub enum BudgetDenial {
+    Refused(BudgetRefusal),
+    Unavailable(String),
+}
+
+/// Every account of this instance, or of the fleet when `shared` is set.
 pub struct Budgets {
     store: Arc<dyn Store>,
     accounts: Mutex<HashMap<Account, State>>,
+    shared: Option<Arc<RedisHot>>,
+    /// The database announces every credit entry to every instance (PostgreSQL): grants
+    /// move balances when announced, here too, rather than when made.
+    announced_credits: bool,
+}
+
+impl Account {
+    /// The account's key in Redis (without the prefix).
+    fn shared_name(&self) -> String {
+        fn period(p: &Period) -> String {
+            match p {
+                Period::Total => "total".into(),
+                Period::Day(d) => format!("day:{d}"),
+                Period::Month(m) => format!("month:{m}"),
+            }
+        }
+        match self {
+            Account::Key(id, p) => format!("budget:key:{id}:{}", period(p)),
+            Account::Project(id, p) => format!("budget:project:{id}:{}", period(p)),
+            Account::Delegation(id) => format!("budget:delegation:{id}"),
+            Account::Credits(project) => format!("budget:credits:{project}"),
+        }
+    }
 }
 
 impl Budgets {
@@ -108,7 +149,163 @@ impl Budgets {
         Budgets {
             store,
             accounts: Mutex::new(HashMap::new()),
+            shared: None,
+            announced_credits: false,
         }
+    }
+
+    /// In-memory accounts whose credit grants arrive as the database's announcements
+    /// ([`Budgets::apply_announced_credits`]), so that a grant made on any instance counts
+    /// on all.
+    pub fn following_announced_credits(mut self) -> Self {
+        self.announced_credits = true;
+        self
+    }
+
+    /// A credit entry announced by the database (PostgreSQL, no Redis).
+    pub fn apply_announced_credits(&self, project: &str, amount: Money) {
+        if self.announced_credits {
+            self.adjust_loaded_credits(project, amount);
+        }
+    }
+
+    /// Accounts shared by every instance using the same Redis.
+    pub fn shared(store: Arc<dyn Store>, hot: Arc<RedisHot>) -> Self {
+        Budgets {
+            shared: Some(hot),
+            ..Budgets::new(store)
+        }
+    }
+
+    /// Reserves `estimate` in every account of the call, or nothing (see [`Budgets::reserve`]).
+    pub async fn admit(
+        &self,
+        needs: &[Need],
+        estimate: Money,
+    ) -> Result<Reservation, BudgetDenial> {
+        let Some(hot) = &self.shared else {
+            self.load(needs)
+                .await
+                .map_err(|e| BudgetDenial::Unavailable(format!("cannot read budgets: {e}")))?;
+            return self.reserve(needs, estimate).map_err(BudgetDenial::Refused);
+        };
+        if needs.is_empty() {
+            return Ok(Reservation::default());
+        }
+        let unavailable = |e: redis::RedisError| {
+            BudgetDenial::Unavailable(format!("cannot check budgets in Redis: {e}"))
+        };
+        let units = hot::units_ceil(estimate.amount()).ok_or_else(|| {
+            BudgetDenial::Refused(BudgetRefusal {
+                account: needs[0].account.clone(),
+                message: format!(
+                    "this call may cost up to ${estimate}, more than any budget holds"
+                ),
+            })
+        })?;
+        let accounts: Vec<(String, Option<i64>)> = needs
+            .iter()
+            .map(|n| {
+                let limit = n
+                    .limit
+                    .map(|l| hot::units_floor(l.amount()).unwrap_or(i64::MAX));
+                (n.account.shared_name(), limit)
+            })
+            .collect();
+        let id = uuid::Uuid::new_v4().to_string();
+        // At most two rounds: the second finds every account loaded.
+        for _ in 0..3 {
+            match hot
+                .reserve(&id, &accounts, units, SHARED_HOLD_MS)
+                .await
+                .map_err(unavailable)?
+            {
+                ReserveOutcome::Reserved => {
+                    return Ok(Reservation {
+                        accounts: needs.iter().map(|n| n.account.clone()).collect(),
+                        amount: estimate,
+                        shared_id: Some(id),
+                    })
+                }
+                ReserveOutcome::Refused {
+                    index,
+                    spent,
+                    reserved,
+                    limit,
+                } => {
+                    let need = &needs[index.min(needs.len() - 1)];
+                    let state = State {
+                        spent: Money::new(hot::from_units(spent)),
+                        reserved: Money::new(hot::from_units(reserved)),
+                        balance: Money::new(hot::from_units(limit)),
+                    };
+                    return Err(BudgetDenial::Refused(refusal(
+                        need,
+                        Money::new(hot::from_units(limit)),
+                        state,
+                        estimate,
+                    )));
+                }
+                ReserveOutcome::Missing(missing) => {
+                    for index in missing {
+                        let Some(need) = needs.get(index) else {
+                            continue;
+                        };
+                        let loaded = self.load_state(&need.account).await.map_err(|e| {
+                            BudgetDenial::Unavailable(format!("cannot read budgets: {e}"))
+                        })?;
+                        let (spent, limit) = match need.account {
+                            Account::Credits(_) => (
+                                0,
+                                Some(hot::units_floor(loaded.balance.amount()).unwrap_or(i64::MAX)),
+                            ),
+                            _ => (
+                                hot::units_ceil(loaded.spent.amount()).unwrap_or(i64::MAX),
+                                None,
+                            ),
+                        };
+                        hot.init(&need.account.shared_name(), spent, limit)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+        }
+        Err(BudgetDenial::Unavailable(
+            "budgets in Redis keep disappearing; is another program deleting meshgate's keys?"
+                .into(),
+        ))
+    }
+
+    /// An account as the database has it now.
+    async fn load_state(&self, account: &Account) -> Result<State, meshgate_store::StoreError> {
+        Ok(match account {
+            Account::Credits(project) => State {
+                balance: self.store.credit_balance(project).await?,
+                ..State::default()
+            },
+            Account::Key(id, period) => State {
+                spent: self
+                    .store
+                    .spend(&SpendScope::Key(id.clone()), period.start_ms())
+                    .await?,
+                ..State::default()
+            },
+            Account::Project(id, period) => State {
+                spent: self
+                    .store
+                    .spend(&SpendScope::Project(id.clone()), period.start_ms())
+                    .await?,
+                ..State::default()
+            },
+            Account::Delegation(id) => State {
+                spent: self
+                    .store
+                    .spend(&SpendScope::Delegation(id.clone()), None)
+                    .await?,
+                ..State::default()
+            },
+        })
     }
 
     /// Loads the accounts a call needs that this instance has not seen yet.
@@ -117,33 +314,7 @@ impl Budgets {
             if self.lock().contains_key(&need.account) {
                 continue;
             }
-            let state = match &need.account {
-                Account::Credits(project) => State {
-                    balance: self.store.credit_balance(project).await?,
-                    ..State::default()
-                },
-                Account::Key(id, period) => State {
-                    spent: self
-                        .store
-                        .spend(&SpendScope::Key(id.clone()), period.start_ms())
-                        .await?,
-                    ..State::default()
-                },
-                Account::Project(id, period) => State {
-                    spent: self
-                        .store
-                        .spend(&SpendScope::Project(id.clone()), period.start_ms())
-                        .await?,
-                    ..State::default()
-                },
-                Account::Delegation(id) => State {
-                    spent: self
-                        .store
-                        .spend(&SpendScope::Delegation(id.clone()), None)
-                        .await?,
-                    ..State::default()
-                },
-            };
+            let state = self.load_state(&need.account).await?;
             // Another call may have loaded it meanwhile; the first load wins.
             self.lock().entry(need.account.clone()).or_insert(state);
         }
@@ -168,6 +339,7 @@ impl Budgets {
         Ok(Reservation {
             accounts: needs.iter().map(|n| n.account.clone()).collect(),
             amount: estimate,
+            shared_id: None,
         })
     }
 
@@ -176,6 +348,9 @@ impl Budgets {
         let accounts_of_call = std::mem::take(&mut reservation.accounts);
         if accounts_of_call.is_empty() {
             return;
+        }
+        if let (Some(hot), Some(id)) = (&self.shared, reservation.shared_id.take()) {
+            return settle_shared(hot.clone(), id, &accounts_of_call, charged);
         }
         let mut accounts = self.lock();
         for account in accounts_of_call {
@@ -186,8 +361,48 @@ impl Budgets {
         }
     }
 
-    /// Credits granted (or taken back) after the balance was loaded.
-    pub fn adjust_credits(&self, project: &str, amount: Money) {
+    /// Credits granted (or taken back) through this instance, once in the database.
+    pub async fn adjust_credits(&self, project: &str, amount: Money) {
+        if let Some(hot) = &self.shared {
+            let account = Account::Credits(project.to_string()).shared_name();
+            let units = hot::units_floor(amount.amount()).unwrap_or(0);
+            if let Err(e) = hot.grant(&account, units).await {
+                // The grant is in the database: the balance in Redis misses it until it is
+                // reloaded (after a day without calls).
+                tracing::warn!(error = %e, project, "cannot add credits to the balance in Redis");
+            }
+            return;
+        }
+        if !self.announced_credits {
+            self.adjust_loaded_credits(project, amount);
+        }
+    }
+
+    /// Rereads the loaded credit balances from the database, keeping what calls in flight
+    /// hold (after the change feed reconnected: grants announced meanwhile were missed).
+    pub async fn reload_credits(&self) -> Result<(), meshgate_store::StoreError> {
+        if !self.announced_credits {
+            return Ok(());
+        }
+        let projects: Vec<String> = self
+            .lock()
+            .keys()
+            .filter_map(|a| match a {
+                Account::Credits(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        for project in projects {
+            let balance = self.store.credit_balance(&project).await?;
+            if let Some(state) = self.lock().get_mut(&Account::Credits(project)) {
+                state.balance = balance;
+                state.spent = Money::ZERO;
+            }
+        }
+        Ok(())
+    }
+
+    fn adjust_loaded_credits(&self, project: &str, amount: Money) {
         if let Some(state) = self.lock().get_mut(&Account::Credits(project.to_string())) {
             state.balance += amount;
         }
@@ -208,6 +423,21 @@ impl Budgets {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Settles a shared reservation in the background (settlement runs where no await fits).
+fn settle_shared(hot: Arc<RedisHot>, id: String, accounts: &[Account], charged: Money) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let names: Vec<String> = accounts.iter().map(Account::shared_name).collect();
+    // Rounded up: the shared account may look fuller than the ledger by under 1e-12 USD.
+    let units = hot::units_ceil(charged.amount()).unwrap_or(i64::MAX);
+    runtime.spawn(async move {
+        if let Err(e) = hot.settle(&id, &names, units).await {
+            tracing::warn!(error = %e, "cannot settle a reservation in Redis; it expires on its own");
+        }
+    });
 }
 
 fn refusal(need: &Need, limit: Money, state: State, estimate: Money) -> BudgetRefusal {
@@ -325,7 +555,7 @@ mod tests {
         };
         b.load(std::slice::from_ref(&need)).await.unwrap();
         assert!(b.reserve(std::slice::from_ref(&need), money("0")).is_err());
-        b.adjust_credits("p", money("2"));
+        b.adjust_credits("p", money("2")).await;
         let mut r = b
             .reserve(std::slice::from_ref(&need), money("1.5"))
             .unwrap();
@@ -338,6 +568,68 @@ mod tests {
             "{}",
             refused.message
         );
+    }
+
+    /// Two instances' budgets on one Redis: what one reserves, spends or grants, the other
+    /// sees; accounts are loaded from the database the first time.
+    #[tokio::test]
+    async fn shared_budgets_are_one_account() {
+        let Some(hot) = crate::hot::test_redis("budgets").await else {
+            return;
+        };
+        let hot = Arc::new(hot);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_url("sqlite::memory:").await.unwrap());
+        let a = Budgets::shared(store.clone(), hot.clone());
+        let b = Budgets::shared(store, hot.clone());
+        let key = Need {
+            account: Account::Key("k".into(), Period::Day(20_000)),
+            limit: Some(money("1")),
+        };
+        let credits = Need {
+            account: Account::Credits("p".into()),
+            limit: None,
+        };
+        let mut r1 = a
+            .admit(std::slice::from_ref(&key), money("0.6"))
+            .await
+            .unwrap();
+        let refused = b.admit(std::slice::from_ref(&key), money("0.6")).await;
+        match refused {
+            Err(BudgetDenial::Refused(r)) => {
+                assert!(r.message.contains("$0.4 left"), "{}", r.message)
+            }
+            other => panic!("{other:?}"),
+        }
+        a.settle(&mut r1, money("0.000000000000001"));
+        // Settlement runs in the background; wait for the reservation to go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut r2 = loop {
+            match b
+                .admit(std::slice::from_ref(&key), money("0.999999999999"))
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e:?}"),
+            }
+            tokio::task::yield_now().await;
+        };
+        // The tiny charge was rounded up to one unit: exactly nothing is left.
+        assert!(b
+            .admit(std::slice::from_ref(&key), money("0.000000000001"))
+            .await
+            .is_err());
+        b.settle(&mut r2, money("0"));
+
+        assert!(b
+            .admit(std::slice::from_ref(&credits), money("0"))
+            .await
+            .is_err());
+        a.adjust_credits("p", money("2")).await;
+        b.admit(std::slice::from_ref(&credits), money("2"))
+            .await
+            .unwrap();
+        hot.delete_all().await.unwrap();
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! changes other instances make to a shared database: each announced change reloads its
 //! record, and a resync (the feed reconnected, or applying a change failed) reloads them
 //! all, retrying until the database answers, so that a revocation is never left unapplied.
+//! Credits added on any instance move the balance this instance holds in memory.
 
 use crate::auth::KeyCache;
+use crate::budget::Budgets;
 use crate::secrets::SecretKey;
 use crate::tenants::Tenants;
 use meshgate_store::{Change, Store};
@@ -19,6 +21,7 @@ pub struct Caches {
     pub keys: KeyCache,
     pub tenants: Tenants,
     pub secrets: Arc<SecretKey>,
+    pub budgets: Arc<Budgets>,
 }
 
 /// Starts applying the store's announced changes; `None` when the store is not shared
@@ -73,6 +76,9 @@ impl Caches {
                     None => self.tenants.remove_provider(project_id, provider),
                 }
             }
+            Change::Credits { project_id, amount } => {
+                self.budgets.apply_announced_credits(project_id, *amount)
+            }
             Change::Resync => self.reload().await?,
         }
         Ok(())
@@ -84,6 +90,7 @@ impl Caches {
         let tenants = Tenants::load(self.store.as_ref(), &self.secrets).await?;
         self.keys.replace_all(&keys);
         self.tenants.replace_with(tenants);
+        self.budgets.reload_credits().await?;
         Ok(())
     }
 

@@ -16,6 +16,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database URL; empty means the SQLite file `meshgate.db` in `data_dir`.
     pub database_url: String,
+    /// Redis URL (`redis://host:6379`); when set, rate-limit counters and budget and credit
+    /// reservations are shared through it by every instance using it. Empty: per instance.
+    pub redis_url: String,
+    /// Prefix of every key meshgate writes in Redis (fleets sharing one Redis apart).
+    pub redis_prefix: String,
     /// Base URL clients reach meshgate at, used to rewrite batch `results_url`s;
     /// empty means `http://<Host header>`.
     pub public_url: String,
@@ -267,6 +272,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: default_data_dir(),
             database_url: String::new(),
+            redis_url: String::new(),
+            redis_prefix: "meshgate:".into(),
             public_url: String::new(),
             server: ServerConfig::default(),
             limits: Limits::default(),
@@ -426,6 +433,7 @@ impl Config {
     }
 
     /// Environment overrides: `MESHGATE_LISTEN`, `MESHGATE_DATA_DIR`, `MESHGATE_DATABASE_URL`,
+    /// `MESHGATE_REDIS_URL`,
     /// `MESHGATE_PUBLIC_URL`, `MESHGATE_OPENAI_BASE_URL`, `MESHGATE_ANTHROPIC_BASE_URL`,
     /// `MESHGATE_MAX_BODY_BYTES`, `MESHGATE_THREADS`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -443,6 +451,9 @@ impl Config {
         }
         if let Some(v) = get("MESHGATE_DATABASE_URL") {
             self.database_url = v;
+        }
+        if let Some(v) = get("MESHGATE_REDIS_URL") {
+            self.redis_url = v;
         }
         if let Some(v) = get("MESHGATE_PUBLIC_URL") {
             self.public_url = v;

@@ -26,6 +26,7 @@ pub mod classify;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod hot;
 pub mod ledger;
 pub mod limits;
 pub mod owners;
@@ -79,6 +80,7 @@ impl Gateway {
             keys: state.keys.clone(),
             tenants: state.tenants.clone(),
             secrets: state.secrets.clone(),
+            budgets: state.budgets.clone(),
         });
         Ok(Gateway {
             state,

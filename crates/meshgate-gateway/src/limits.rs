@@ -1,10 +1,12 @@
 //! Rate limits: requests and tokens per minute, per key and per project, counted in memory
 //! with a sliding window (this minute's count plus the previous minute's, weighted by how
-//! much of it still lies inside the last 60 seconds).
+//! much of it still lies inside the last 60 seconds). With Redis the same windows are
+//! shared by the fleet (see [`crate::hot`]).
 
+use crate::hot::{RateOutcome, RedisHot};
 use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const WINDOW_MS: i64 = 60_000;
 
@@ -87,13 +89,120 @@ impl Window {
     }
 }
 
-/// All counters of this instance.
+/// All counters of this instance, or of the fleet when `shared` is set.
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<RateScope, Window>>,
+    shared: Option<Arc<RedisHot>>,
+}
+
+/// Why a call was not admitted: a full counter, or shared counters that cannot be read
+/// (then the call is refused: limits that cannot be checked fail closed).
+#[derive(Debug)]
+pub enum RateDenial {
+    Limited(RateRefusal),
+    Unavailable(String),
+}
+
+impl RateScope {
+    /// The scope's name in Redis.
+    fn shared_name(&self) -> String {
+        match self {
+            RateScope::Key(id) => format!("key:{id}"),
+            RateScope::Project(id) => format!("project:{id}"),
+            RateScope::Credential(id) => format!("credential:{id}"),
+        }
+    }
 }
 
 impl RateLimiter {
+    /// Counters shared by every instance using the same Redis.
+    pub fn shared(hot: Arc<RedisHot>) -> Self {
+        RateLimiter {
+            windows: Mutex::default(),
+            shared: Some(hot),
+        }
+    }
+
+    /// [`RateLimiter::admit`] on this instance's counters, or one script on the shared ones.
+    pub async fn admit_call(&self, checks: &[RateCheck], now_ms: i64) -> Result<(), RateDenial> {
+        let Some(hot) = &self.shared else {
+            return self.admit(checks, now_ms).map_err(RateDenial::Limited);
+        };
+        let checks: Vec<&RateCheck> = checks
+            .iter()
+            .filter(|c| c.requests_per_minute.is_some() || c.tokens_per_minute.is_some())
+            .collect();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let scopes: Vec<(String, Option<u64>, Option<u64>)> = checks
+            .iter()
+            .map(|c| {
+                (
+                    c.scope.shared_name(),
+                    c.requests_per_minute,
+                    c.tokens_per_minute,
+                )
+            })
+            .collect();
+        let outcome = hot
+            .rate_admit(&scopes, now_ms)
+            .await
+            .map_err(|e| RateDenial::Unavailable(format!("cannot check rate limits: {e}")))?;
+        let RateOutcome::Full {
+            what,
+            index,
+            current,
+            previous,
+        } = outcome
+        else {
+            return Ok(());
+        };
+        let Some(check) = checks.get(index) else {
+            return Ok(());
+        };
+        let limit = if what == "requests" {
+            check.requests_per_minute
+        } else {
+            check.tokens_per_minute
+        }
+        .unwrap_or(0);
+        let wait = Window::wait_until_at_most(
+            current,
+            previous,
+            now_ms.rem_euclid(WINDOW_MS),
+            limit.saturating_sub(1),
+        );
+        Err(RateDenial::Limited(RateRefusal {
+            what,
+            scope: check.scope.clone(),
+            limit,
+            retry_after_secs: ms_to_secs(wait),
+            remaining_tokens: (what == "tokens").then_some((limit, 0)),
+        }))
+    }
+
+    /// Adds a finished call's tokens, here or (in the background) in the shared counters.
+    pub fn count_tokens(&self, scopes: &[RateScope], tokens: u64, now_ms: i64) {
+        let Some(hot) = &self.shared else {
+            return self.add_tokens(scopes, tokens, now_ms);
+        };
+        if scopes.is_empty() || tokens == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let hot = hot.clone();
+        let names: Vec<String> = scopes.iter().map(RateScope::shared_name).collect();
+        runtime.spawn(async move {
+            if let Err(e) = hot.add_tokens(&names, tokens, now_ms).await {
+                tracing::warn!(error = %e, "cannot count tokens in Redis");
+            }
+        });
+    }
+
     /// Counts one request against every scope if all of them have room; otherwise counts
     /// nothing and says which limit was hit.
     pub fn admit(&self, checks: &[RateCheck], now_ms: i64) -> Result<(), RateRefusal> {

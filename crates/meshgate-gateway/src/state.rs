@@ -134,6 +134,29 @@ impl AppState {
             .transpose()
             .context("invalid [auth.oauth] settings")?
             .map(Arc::new);
+        let (budgets, rate_limits) = if config.redis_url.is_empty() {
+            let budgets = Budgets::new(store.clone());
+            let budgets = if config.database_url().starts_with("postgres") {
+                budgets.following_announced_credits()
+            } else {
+                budgets
+            };
+            (budgets, RateLimiter::default())
+        } else {
+            let hot = crate::hot::RedisHot::connect(&config.redis_url, &config.redis_prefix)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot connect to Redis at {}",
+                        crate::config::redact_url(&config.redis_url)
+                    )
+                })?;
+            let hot = Arc::new(hot);
+            (
+                Budgets::shared(store.clone(), hot.clone()),
+                RateLimiter::shared(hot),
+            )
+        };
         let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
@@ -160,8 +183,8 @@ impl AppState {
             gemini,
             admin_token_hash,
             tenants,
-            budgets: Arc::new(Budgets::new(store.clone())),
-            rate_limits: Arc::new(RateLimiter::default()),
+            budgets: Arc::new(budgets),
+            rate_limits: Arc::new(rate_limits),
             delegation_secret: secrets.derive("meshgate delegation v1"),
             secrets: Arc::new(secrets),
             oauth,

@@ -67,6 +67,12 @@ pub enum Change {
         project_id: String,
         provider: String,
     },
+    /// Credits were added to (or, by an adjustment, taken from) a project's balance; usage
+    /// debits are not announced.
+    Credits {
+        project_id: String,
+        amount: Money,
+    },
     /// The feed was (re)connected: changes may have been missed, so reload everything.
     Resync,
 }

@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "change notifications",
         include_str!("../migrations/postgres/0002_change_notifications.sql"),
     ),
+    (
+        3,
+        "credit notifications",
+        include_str!("../migrations/postgres/0003_credit_notifications.sql"),
+    ),
 ];
 
 /// The channel the triggers announce changes on.
@@ -150,6 +155,7 @@ fn parse_change(payload: &str) -> Option<Change> {
         id: Option<String>,
         project_id: Option<String>,
         provider: Option<String>,
+        amount_usd: Option<String>,
     }
     let a: Announced = serde_json::from_str(payload).ok()?;
     Some(match a.table.as_str() {
@@ -159,6 +165,10 @@ fn parse_change(payload: &str) -> Option<Change> {
         "provider_credentials" => Change::ProviderCredential {
             project_id: a.project_id?,
             provider: a.provider?,
+        },
+        "credit_entries" => Change::Credits {
+            project_id: a.project_id?,
+            amount: a.amount_usd?.parse().ok()?,
         },
         _ => return None,
     })

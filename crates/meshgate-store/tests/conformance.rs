@@ -1286,6 +1286,24 @@ async fn postgres_announces_changes_to_other_instances() {
             }
         );
     }
+    // Credits added are announced with their exact amount.
+    writer
+        .add_credit_entry(credit(
+            "cre_1",
+            "acme",
+            CreditKind::Grant,
+            "2.000000000001",
+            4,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::Credits {
+            project_id: "acme".into(),
+            amount: "2.000000000001".parse().unwrap()
+        }
+    );
     // Usage is not announced: it is no cached record.
     writer
         .insert_usage(&[event(1, "key_a", "gpt-4o", "0.5")], &[])

@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// `sqlite://path`; default the SQLite file in the data directory.
     #[arg(long, value_name = "URL")]
     database: Option<String>,
+    /// Redis shared by a fleet for rate limits and budget reservations: `redis://host:6379`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,6 +43,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.database {
         config.database_url = url;
+    }
+    if let Some(url) = args.redis {
+        config.redis_url = url;
     }
     let env = |name: &str| std::env::var(name).ok();
     let gateway = Gateway::build(config.clone(), &env).await?;
@@ -61,6 +67,9 @@ fn print_banner(gateway: &Gateway, config: &Config, addr: std::net::SocketAddr) 
     let base = format!("http://{addr}");
     println!("meshgate listening on {base}");
     println!("  database: {}", redact_url(&config.database_url()));
+    if !config.redis_url.is_empty() {
+        println!("  redis: {}", redact_url(&config.redis_url));
+    }
     for p in [&state.openai, &state.anthropic] {
         let key = if p.api_key.is_some() {
             "key set"

@@ -116,7 +116,7 @@ pub async fn add_credits(
     };
     state.store.add_credit_entry(entry.clone()).await?;
     // The in-memory balance admission reads follows the ledger without a reload.
-    state.budgets.adjust_credits(&project_id, amount);
+    state.budgets.adjust_credits(&project_id, amount).await;
     let view = CreditEntryView::from(&entry);
     audit(
         &state,

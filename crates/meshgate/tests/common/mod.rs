@@ -65,3 +65,45 @@ pub fn serve_with(data_dir: &Path, mock: &MockServer, extra: &[&str]) -> Server 
         banner,
     }
 }
+
+/// The admin token of instances started by [`serve_instance`].
+pub const FLEET_ADMIN: &str = "mga_fleet_test_token";
+
+/// `meshgate serve` on a shared database (more arguments in `extra`, e.g. `--redis URL`),
+/// a fleet member with a data dir of its own and [`FLEET_ADMIN`] as its admin token.
+pub fn serve_instance(
+    database: &str,
+    extra: &[&str],
+    data_dir: &Path,
+    mock: &MockServer,
+) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--database", database])
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MESHGATE_ADMIN_TOKEN", FLEET_ADMIN)
+        .env("MESHGATE_THREADS", "2")
+        .env("OPENAI_API_KEY", "sk-mock-openai")
+        .env("ANTHROPIC_API_KEY", "sk-ant-mock")
+        .env("MESHGATE_OPENAI_BASE_URL", format!("{}/v1", mock.url()))
+        .env("MESHGATE_ANTHROPIC_BASE_URL", mock.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .strip_prefix("meshgate listening on ")
+        .unwrap_or_else(|| panic!("unexpected banner: {first}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        base,
+        banner: vec![first],
+    }
+}
