@@ -145,7 +145,8 @@ def start_mock(tmp: Path):
     return p, line.split("listening on")[1].strip()
 
 
-def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None, config_text=None):
+def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None, config_text=None,
+                   extra_args=(), make_key=True):
     data = tmp / f"{name}-data"
     logf = tmp / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
@@ -162,12 +163,15 @@ def start_meshgate(tmp: Path, mock_url: str, name: str, extra_env=None, config_t
         cfg = tmp / f"{name}.toml"
         cfg.write_text(config_text)
         args += ["--config", str(cfg)]
+    args += list(extra_args)
     p = PROCS.start(
         args,
         stdout=open(logf, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     line = wait_for_line(logf, "meshgate listening on", p)
     url = line.split("listening on")[1].strip()
+    if not make_key:
+        return p, url, None, data
     st, body = http(
         "POST", url + "/admin/v1/keys", json.dumps({"name": "bench"}).encode(),
         {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
@@ -353,6 +357,23 @@ def verdict(ratio, limit, higher_is_better=False):
     return "met" if ok else "**missed**"
 
 
+def memory_lines(out, mem, res):
+    out.append("### Memory")
+    out.append("")
+    out.append(f"- meshgate, 64 concurrent slow streams (20 chunks, 50 ms apart) on a fresh process: "
+               f"idle RSS {mem['slow64']['idle_rss_kb'] / 1024:.1f} MB, peak RSS (VmHWM) "
+               f"{mem['slow64']['vmhwm_kb'] / 1024:.1f} MB (target < 50 MB: "
+               f"{'met' if mem['slow64']['vmhwm_kb'] < 50 * 1024 else '**missed**'}), "
+               f"{mem['slow64']['requests']} streams completed, {mem['slow64']['errors']} errors; "
+               f"nginx (master + worker) under the same load: peak RSS {mem['slow64']['nginx_peak_rss_kb'] / 1024:.1f} MB")
+    out.append(f"- meshgate main process after all points: VmHWM {mem['main_vmhwm_kb'] / 1024:.1f} MB, "
+               f"VmRSS {mem['main_rss_kb'] / 1024:.1f} MB; ledger rows written: {mem.get('ledger_events', '?')}")
+    out.append("- meshgate main process VmRSS / VmHWM after each point (MB): " + ", ".join(
+        f"{pt['name']} {pt['meshgate_memory_after']['vmrss_kb'] / 1024:.1f} / {pt['meshgate_memory_after']['vmhwm_kb'] / 1024:.1f}"
+        for pt in res["points"]))
+    out.append("")
+
+
 def report(res) -> str:
     out = []
     m = res["machine"]
@@ -396,20 +417,8 @@ def report(res) -> str:
                    f"{fmt(r['ttfb_p99'])}x {verdict(r['ttfb_p99'], 1.3)} | | | | |")
     out.append("")
     mem = res["memory"]
-    out.append("### Memory")
-    out.append("")
-    out.append(f"- meshgate, 64 concurrent slow streams (20 chunks, 50 ms apart) on a fresh process: "
-               f"idle RSS {mem['slow64']['idle_rss_kb'] / 1024:.1f} MB, peak RSS (VmHWM) "
-               f"{mem['slow64']['vmhwm_kb'] / 1024:.1f} MB (target < 50 MB: "
-               f"{'met' if mem['slow64']['vmhwm_kb'] < 50 * 1024 else '**missed**'}), "
-               f"{mem['slow64']['requests']} streams completed, {mem['slow64']['errors']} errors; "
-               f"nginx (master + worker) under the same load: peak RSS {mem['slow64']['nginx_peak_rss_kb'] / 1024:.1f} MB")
-    out.append(f"- meshgate main process after all points: VmHWM {mem['main_vmhwm_kb'] / 1024:.1f} MB, "
-               f"VmRSS {mem['main_rss_kb'] / 1024:.1f} MB; ledger rows written: {mem.get('ledger_events', '?')}")
-    out.append("- meshgate main process VmRSS / VmHWM after each point (MB): " + ", ".join(
-        f"{pt['name']} {pt['meshgate_memory_after']['vmrss_kb'] / 1024:.1f} / {pt['meshgate_memory_after']['vmhwm_kb'] / 1024:.1f}"
-        for pt in res["points"]))
-    out.append("")
+    if mem:
+        memory_lines(out, mem, res)
     if res.get("translated"):
         out.append("### The translation lane (stream, 20 chunks: OpenAI request for gpt-4o-mini vs for claude-haiku-4-5)")
         out.append("")
@@ -438,7 +447,24 @@ def report(res) -> str:
                 out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
                            f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added[0]} | {added[1]} |")
         out.append("")
+    if res.get("fleet"):
+        out.append("### Fleet backends (chat, not streamed: one meshgate on SQLite, one on PostgreSQL, "
+                   "two sharing PostgreSQL and Redis with the connections split between them)")
+        out.append("")
+        out.append("| concurrency | target | req/s | p50 ms | p99 ms | proxy CPU us/req (all instances) "
+                   "| added p50 ms vs direct | req/s vs direct |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for pt in res["fleet"]:
+            direct = pt["median"]["direct"]
+            for lane, m in pt["median"].items():
+                added = "" if lane == "direct" else f"{m['p50_ms'] - direct['p50_ms']:+.3f}"
+                rel = "" if lane == "direct" else f"{m['rps'] / direct['rps']:.2f}x"
+                out.append(f"| {pt['concurrency']} | {lane} | {m['rps']:,.0f} | {m['p50_ms']:.3f} | "
+                           f"{m['p99_ms']:.3f} | {fmt(m['proxy_cpu_us_per_req'], 1)} | {added} | {rel} |")
+        out.append("")
     g = res["gaps"]
+    if not g:
+        return "\n".join(out)
     out.append("### Inter-chunk arrival (5 chunks, x-mock-chunk-delay-ms: 100; median over runs)")
     out.append("")
     out.append("| target | content deltas arrive at (ms after request) | gaps (ms) | max abs gap diff vs direct (ms) |")
@@ -497,6 +523,8 @@ def main():
     ap.add_argument("--concurrency", default="1,16,64", help="wrk concurrency levels (default 1,16,64)")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, databases)")
+    ap.add_argument("--only", choices=("all", "fleet"), default="all",
+                    help="fleet: only the fleet backends section (SQLite, PostgreSQL, two on PostgreSQL + Redis)")
     args = ap.parse_args()
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -523,6 +551,69 @@ def main():
     log(f"\nwrote {out} and {out.with_suffix('.md')} in {res['elapsed_s']} s")
 
 
+class Fleet:
+    """Several meshgate instances behind one (client-side) load balancer: a measured run
+    splits its connections evenly over them, one wrk per instance, all at once."""
+
+    def __init__(self, name, urls, headers, pids):
+        self.name, self.urls, self.headers, self.proxy_pids = name, urls, headers, pids
+
+
+def measure_fleet(f: Fleet, mock_pid, body, extra_headers, conns, args):
+    headers = {**f.headers, **extra_headers}
+    share = max(conns // len(f.urls), 1)
+
+    def together(seconds):
+        out = [None] * len(f.urls)
+
+        def one(i):
+            out[i] = run_wrk(f.urls[i], body, headers, share, seconds)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(f.urls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(r is None for r in out):
+            raise RuntimeError(f"fleet {f.name}: a wrk run failed")
+        return out
+
+    if args.warmup > 0:
+        together(args.warmup)
+    p0, m0 = cpu_seconds(f.proxy_pids), cpu_seconds([mock_pid])
+    rs = together(args.duration)
+    time.sleep(0.25)  # batched work (ledger writes) lands in the window
+    p1, m1 = cpu_seconds(f.proxy_pids), cpu_seconds([mock_pid])
+    n = max(sum(r["requests"] for r in rs), 1)
+    return {
+        "rps": sum(r["requests"] / (r["duration_us"] / 1e6) for r in rs),
+        "requests": n,
+        # Each instance's percentile, the worst of them: a client of the fleet sees either.
+        "p50_ms": max(r["latency_us"]["p50"] for r in rs) / 1000,
+        "p99_ms": max(r["latency_us"]["p99"] for r in rs) / 1000,
+        "proxy_cpu_us_per_req": (p1 - p0) / n * 1e6,
+        "mock_cpu_us_per_req": (m1 - m0) / n * 1e6,
+        "errors": sum(sum(r["errors"].values()) for r in rs),
+    }
+
+
+def psql(sql: str):
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", sql],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def until_key_works(url: str, secret: str, timeout=10.0):
+    """A key made through one instance is known to another once it answers 200."""
+    deadline = time.time() + timeout
+    while True:
+        st, _ = http("GET", url + "/openai/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        if st == 200:
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"{url} does not know the fleet's key ({st})")
+        time.sleep(0.02)
+
+
 def paired_points(mock, levels, args, label, lanes):
     """Lanes (name -> (target, body, extra headers)) measured at each concurrency level, in
     an order rotated each repetition; the medians per lane and level."""
@@ -534,7 +625,8 @@ def paired_points(mock, levels, args, label, lanes):
             order_ = names[rep % len(names):] + names[:rep % len(names)]
             for lane in order_:
                 target, body, extra = lanes[lane]
-                r = measure(target, mock.pid, body, extra, c, args)
+                how = measure_fleet if isinstance(target, Fleet) else measure
+                r = how(target, mock.pid, body, extra, c, args)
                 if r["errors"]:
                     raise RuntimeError(f"{label} point {lane} c={c}: {r['errors']} errors")
                 runs[lane].append(r)
@@ -544,6 +636,50 @@ def paired_points(mock, levels, args, label, lanes):
                       ("rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req")} for lane in runs}
         points.append({"concurrency": c, "median": med})
     return points
+
+
+def fleet_points(args, tmp, mock, mock_url, targets, levels):
+    if shutil.which("psql") is None or shutil.which("redis-cli") is None:
+        log("fleet: skipped (psql or redis-cli missing)")
+        return None
+    db = f"meshgate_bench_{os.getpid()}"
+    psql(f"CREATE DATABASE {db}")
+    db_url = f"postgres://postgres@127.0.0.1:5432/{db}"
+    prefix = f"meshgate-bench:{os.getpid()}:"
+    started = []
+    try:
+        pg1, pg1_url, pg1_secret, _ = start_meshgate(
+            tmp, mock_url, "meshgate-pg", extra_args=["--database", db_url])
+        started.append(pg1)
+        fleet = []
+        for i in range(2):
+            p, url, _, _ = start_meshgate(
+                tmp, mock_url, f"meshgate-fleet{i}", config_text=f"redis_prefix = {prefix!r}\n",
+                extra_args=["--database", db_url, "--redis", "redis://127.0.0.1:6379"],
+                make_key=False)
+            started.append(p)
+            fleet.append((p, url))
+        # The fleet shares pg1's database: its key, made there, reaches both instances.
+        for _, url in fleet:
+            until_key_works(url, pg1_secret)
+        auth = {"Authorization": f"Bearer {pg1_secret}"}
+        lanes = {
+            "direct": (targets["direct"], CHAT_BODY, {}),
+            "sqlite": (targets["meshgate"], CHAT_BODY, {}),
+            "postgres": (Target("postgres", pg1_url + "/openai/v1/chat/completions", auth, [pg1.pid]),
+                         CHAT_BODY, {}),
+            "pg+redis x2": (Fleet("pg+redis x2", [u + "/openai/v1/chat/completions" for _, u in fleet],
+                                  auth, [p.pid for p, _ in fleet]), CHAT_BODY, {}),
+        }
+        return paired_points(mock, [c for c in levels if c >= 2], args, "fleet", lanes)
+    finally:
+        for p in started:
+            PROCS.stop(p)
+        keys = subprocess.run(["redis-cli", "-h", "127.0.0.1", "--scan", "--pattern", prefix + "*"],
+                              capture_output=True, text=True).stdout.split()
+        if keys:
+            subprocess.run(["redis-cli", "-h", "127.0.0.1", "DEL", *keys], stdout=subprocess.DEVNULL)
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 def run(args, tmp: Path, started: str):
@@ -580,8 +716,13 @@ def run(args, tmp: Path, started: str):
         k = rep % len(names)
         return names[k:] + names[:k]
 
-    # 1. wrk points
     levels = [int(x) for x in args.concurrency.split(",")]
+    if args.only == "fleet":
+        res["fleet"] = fleet_points(args, tmp, mock, mock_url, targets, levels)
+        res["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        return res
+
+    # 1. wrk points
     for kind in ("chat", "stream"):
         body = CHAT_BODY if kind == "chat" else STREAM_BODY
         extra = {} if kind == "chat" else {"x-mock-chunks": "20"}
@@ -691,6 +832,11 @@ def run(args, tmp: Path, started: str):
     res["spool"] = paired_points(mock, levels, args, "spool", spool_lanes)
     for p in extra_mg:
         PROCS.stop(p)
+
+    # 4c. the fleet: the same chat load on one meshgate on SQLite (the main one), one on
+    #     PostgreSQL, and two sharing PostgreSQL and Redis (connections split evenly), with
+    #     the direct call as the reference, interleaved
+    res["fleet"] = fleet_points(args, tmp, mock, mock_url, targets, levels)
 
     # 5. memory: main process peak, ledger rows, then 64 slow streams on a fresh meshgate
     time.sleep(1.0)  # let the batched ledger writer drain

@@ -38,6 +38,8 @@ pub struct Ledger {
     urgent: Arc<Notify>,
     /// Counts the batches of events written so far; bumped after each.
     written: Arc<watch::Sender<u64>>,
+    /// Notes calls in flight (with a spool), for a restart after a crash.
+    journal: Option<Arc<crate::inflight::Journal>>,
 }
 
 /// Where the request path's messages go first.
@@ -105,9 +107,22 @@ impl Ledger {
                 sink,
                 urgent,
                 written,
+                journal: None,
             },
             task,
         ))
+    }
+
+    /// The same ledger, noting calls in flight in `journal`.
+    pub fn with_journal(mut self, journal: Arc<crate::inflight::Journal>) -> Ledger {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Notes a call about to be sent (see [`crate::inflight`]); `event` is written if the
+    /// process dies before the returned note is dropped.
+    pub fn note_in_flight(&self, event: &UsageEvent) -> Option<crate::inflight::Noted> {
+        self.journal.as_ref()?.note(event)
     }
 
     /// Queues one event (and, with `debit`, its charge as a credit debit); never waits for

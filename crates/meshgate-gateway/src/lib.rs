@@ -27,6 +27,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod hot;
+pub mod inflight;
 pub mod ledger;
 pub mod limits;
 pub mod owners;

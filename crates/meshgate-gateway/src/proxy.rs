@@ -230,6 +230,7 @@ async fn serve(
                 Some((_, Format::GeminiGenerateContent)) if info.stream => Some("alt=sse"),
                 Some(_) => None,
             };
+            settlement.sending();
             let sent_at = Instant::now();
             let response = match upstream::send(
                 &state.pool,

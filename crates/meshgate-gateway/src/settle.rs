@@ -83,6 +83,8 @@ pub struct Settlement {
     settled: bool,
     /// Resolves when the last event written is on disk (with the ledger's spool).
     durable: Option<crate::ledger::Durable>,
+    /// The call's note in the in-flight journal, from its sending until its event.
+    in_flight: Option<crate::inflight::Noted>,
 }
 
 impl Settlement {
@@ -111,7 +113,32 @@ impl Settlement {
             event_id: Some(new_event_id()),
             settled: false,
             durable: None,
+            in_flight: None,
         }
+    }
+
+    /// The call is about to be sent to the provider: from now on the provider may bill it,
+    /// so a crash before it ends leaves an `interrupted` event (see [`crate::inflight`]).
+    pub fn sending(&mut self) {
+        let Some(id) = self.event_id.clone() else {
+            return;
+        };
+        let mut event = self.event(
+            Usage::default(),
+            self.call.model.clone(),
+            None,
+            Outcome::Interrupted,
+            Some(
+                "the gateway stopped while the call was in flight; the provider may have \
+                 billed it, its usage is unknown"
+                    .into(),
+            ),
+            None,
+            None,
+            0,
+        );
+        event.id = id;
+        self.in_flight = self.ledger.note_in_flight(&event);
     }
 
     /// The provider answered: its status, request id, and (for 2xx) the meter of its body.
@@ -230,6 +257,8 @@ impl Settlement {
         if let Some(charges) = self.charges.as_mut() {
             charges.settle(self.charged, self.tokens);
         }
+        // The event is recorded (spooled): the note is no longer needed.
+        self.in_flight = None;
     }
 
     /// This attempt's answer goes to the client: it settles the call's reservations.

@@ -262,14 +262,24 @@ pub async fn replay(
     if fallback.exists() {
         files.push(fallback.to_path_buf());
     }
+    write_files(store, &files, batch_size).await
+}
+
+/// Writes the events of `files` (spool lines) that the database does not hold yet, in
+/// order, then deletes the files; returns how many were written.
+pub(crate) async fn write_files(
+    store: &dyn Store,
+    files: &[PathBuf],
+    batch_size: usize,
+) -> anyhow::Result<usize> {
     let mut written = 0;
-    for path in &files {
+    for path in files {
         let entries = read_entries(path)?;
         for chunk in entries.chunks(batch_size.max(1)) {
             written += write_missing(store, chunk).await?;
         }
     }
-    for path in &files {
+    for path in files {
         std::fs::remove_file(path)?;
     }
     Ok(written)
@@ -335,10 +345,15 @@ pub(crate) fn append_fallback(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use meshgate_store::{Outcome, SqliteStore};
     use meshgate_types::{Money, Usage};
+
+    /// A priced chat event named `id`.
+    pub(crate) fn sample_event(id: &str) -> UsageEvent {
+        event(id, "1")
+    }
 
     fn event(id: &str, cost: &str) -> UsageEvent {
         UsageEvent {

@@ -102,6 +102,18 @@ impl AppState {
                 "wrote usage events left by a previous run"
             );
         }
+        // Then the calls a crash cut off: those noted in flight without an event by now.
+        let inflight_dir = config.data_dir.join("inflight");
+        let interrupted =
+            crate::inflight::replay(store.as_ref(), &inflight_dir, config.ledger.batch_size)
+                .await
+                .context("cannot write the events of calls a previous run left in flight")?;
+        if interrupted > 0 {
+            tracing::warn!(
+                calls = interrupted,
+                "a previous run stopped with calls in flight; wrote them as interrupted"
+            );
+        }
         let spool = match config.ledger.spool {
             crate::spool::SpoolMode::Off => None,
             mode => Some((
@@ -118,6 +130,17 @@ impl AppState {
             spool,
         )
         .context("cannot start the ledger writer")?;
+        let ledger = match config.ledger.spool {
+            crate::spool::SpoolMode::Off => ledger,
+            _ => ledger.with_journal(
+                crate::inflight::Journal::create(&inflight_dir).with_context(|| {
+                    format!(
+                        "cannot open the in-flight journal in {}",
+                        inflight_dir.display()
+                    )
+                })?,
+            ),
+        };
         let secrets = SecretKey::load(env(SECRET_KEY_ENV).as_deref(), &config.secret_key_file())?;
         let tenants = Tenants::load(store.as_ref(), &secrets).await?;
         let oauth = config.auth.oauth.as_ref().map(|o| {

@@ -261,6 +261,9 @@ pub enum Outcome {
     UpstreamUnreachable,
     /// The provider did not answer in time (connect, first byte or between chunks).
     UpstreamTimeout,
+    /// The gateway process died while the call was in flight (written at the next start,
+    /// from the in-flight journal); its usage is unknown.
+    Interrupted,
 }
 
 impl Outcome {
@@ -272,6 +275,7 @@ impl Outcome {
             Outcome::Incomplete => "incomplete",
             Outcome::UpstreamUnreachable => "upstream_unreachable",
             Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::Interrupted => "interrupted",
         }
     }
 
@@ -283,6 +287,7 @@ impl Outcome {
             Outcome::Incomplete,
             Outcome::UpstreamUnreachable,
             Outcome::UpstreamTimeout,
+            Outcome::Interrupted,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)

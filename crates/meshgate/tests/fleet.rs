@@ -1,7 +1,8 @@
-//! Two `meshgate serve --database postgres://...` processes sharing one fresh PostgreSQL
-//! database: a key created through one is accepted by the other, and revoked through one it
-//! is refused by the other within one second (the delay is printed). Skipped, saying why,
-//! when PostgreSQL is unreachable, unless `MESHGATE_REQUIRE_POSTGRES` is set.
+//! Three `meshgate serve --database postgres://...` processes sharing one fresh PostgreSQL
+//! database: a key created through one is accepted by the others; its limit change, its
+//! rotation and its revocation through one take effect on the others within one second
+//! (each delay is printed). Skipped, saying why, when PostgreSQL is unreachable, unless
+//! `MESHGATE_REQUIRE_POSTGRES` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use meshgate_mock::MockServer;
@@ -96,42 +97,98 @@ async fn until_status(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_key_revoked_on_one_process_is_refused_by_the_other_within_a_second() {
+async fn key_changes_on_one_process_reach_the_others_within_a_second() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
     let mock = MockServer::start().await.unwrap();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = serve(&db.url, dir_a.path(), &mock);
-    let b = serve(&db.url, dir_b.path(), &mock);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fleet: Vec<Instance> = dirs
+        .iter()
+        .map(|d| serve(&db.url, d.path(), &mock))
+        .collect();
+    let (a, others) = (&fleet[0], &fleet[1..]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let second = Duration::from_secs(1);
+    let admin = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        http.request(method, format!("{}{path}", a.base))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
 
     let started = Instant::now();
-    let created: serde_json::Value = http
-        .post(format!("{}/admin/v1/keys", a.base))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "fleet"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = created["secret"].as_str().unwrap();
-    let id = created["id"].as_str().unwrap();
-    let accepted = until_status(&http, &b.base, key, 200, started, Duration::from_secs(1)).await;
-    println!("a key created on one process was accepted by the other after {accepted:?}");
+    let created: serde_json::Value = admin(
+        reqwest::Method::POST,
+        "/admin/v1/keys".into(),
+        serde_json::json!({"name": "fleet"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = created["secret"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    for b in others {
+        let t = until_status(&http, &b.base, &key, 200, started, second).await;
+        println!("a key created on one process was accepted by another after {t:?}");
+    }
+
+    // A limit change: the model is no longer allowed.
+    let started = Instant::now();
+    let changed = admin(
+        reqwest::Method::PATCH,
+        format!("/admin/v1/keys/{id}"),
+        serde_json::json!({"allowed_models": ["gpt-4.1"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 200);
+    for b in others {
+        let t = until_status(&http, &b.base, &key, 403, started, second).await;
+        println!("a limit changed on one process held on another after {t:?}");
+    }
+    let changed = admin(
+        reqwest::Method::PATCH,
+        format!("/admin/v1/keys/{id}"),
+        serde_json::json!({"allowed_models": null}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 200);
+
+    // A rotation without grace: the old secret is refused, the new one accepted.
+    let started = Instant::now();
+    let rotated: serde_json::Value = admin(
+        reqwest::Method::POST,
+        format!("/admin/v1/keys/{id}/rotate"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let new_key = rotated["secret"].as_str().unwrap().to_string();
+    for b in others {
+        let t = until_status(&http, &b.base, &key, 401, started, second).await;
+        println!("a key rotated on one process refused its old secret on another after {t:?}");
+        until_status(&http, &b.base, &new_key, 200, started, second).await;
+    }
 
     let started = Instant::now();
-    let revoked = http
-        .post(format!("{}/admin/v1/keys/{id}/revoke", a.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let revoked = admin(
+        reqwest::Method::POST,
+        format!("/admin/v1/keys/{id}/revoke"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
     assert_eq!(revoked.status(), 200);
-    let refused = until_status(&http, &b.base, key, 401, started, Duration::from_secs(1)).await;
-    println!("a key revoked on one process was refused by the other after {refused:?}");
-    assert_eq!(chat_status(&http, &a.base, key).await, 401);
-    drop((a, b));
+    for b in others {
+        let t = until_status(&http, &b.base, &new_key, 401, started, second).await;
+        println!("a key revoked on one process was refused by another after {t:?}");
+    }
+    assert_eq!(chat_status(&http, &a.base, &new_key).await, 401);
 }
