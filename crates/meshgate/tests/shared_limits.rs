@@ -99,6 +99,19 @@ impl Fleet {
             .as_u16()
     }
 
+    /// `GET /v1/me` of `key` on one instance.
+    async fn me(&self, instance: usize, key: &str) -> serde_json::Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/me", self.instances[instance].base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
+    }
+
     /// Waits until every instance knows `key` (a key without limits made after the others,
     /// whose changes therefore reached the instances first).
     async fn until_known_everywhere(&self, key: &str) {
@@ -237,8 +250,13 @@ async fn credits_reach_every_instance(fleet: &Fleet) {
 }
 
 /// A spend limit of `LIMIT` USD under 300 concurrent calls over three instances.
-async fn spend_limit_holds(fleet: &Fleet) -> (u64, Money) {
+async fn spend_limit_holds(fleet: &Fleet) -> (String, Money) {
     let (key, id) = key_with(fleet, serde_json::json!({"spend_total_usd": LIMIT})).await;
+    // Every instance reads the account before the calls (so that a report kept in an
+    // instance's memory would go stale: see `me_reports_the_shared_account`).
+    for i in 0..fleet.instances.len() {
+        fleet.me(i, &key).await;
+    }
     let counts = fleet.load(&key, 300).await;
     println!("statuses: {counts:?}");
     let ok = counts.get(&200).copied().unwrap_or(0);
@@ -250,7 +268,31 @@ async fn spend_limit_holds(fleet: &Fleet) -> (u64, Money) {
     let (requests, charged) = fleet.charged(&id).await;
     assert_eq!(requests, ok as u64, "every admitted call is in the ledger");
     println!("{ok} calls charged ${charged} against a limit of ${LIMIT}");
-    (requests, charged)
+    (key, charged)
+}
+
+/// `GET /v1/me` on every instance reports the fleet's account: all of `charged` spent and
+/// nothing in flight, once the last settlements (run in the background) are in.
+async fn me_reports_the_shared_account(fleet: &Fleet, key: &str, charged: Money) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0..fleet.instances.len() {
+        loop {
+            let me = fleet.me(i, key).await;
+            let budget = me["budgets"]
+                .as_array()
+                .and_then(|b| b.iter().find(|b| b["budget"] == "key_total"))
+                .unwrap_or_else(|| panic!("no key_total budget in {me}"))
+                .clone();
+            let money = |v: &serde_json::Value| v.as_str().unwrap().parse::<Money>().unwrap();
+            if money(&budget["spent_usd"]) == charged
+                && money(&budget["in_flight_usd"]).amount().is_zero()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{budget} (charged {charged})");
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 /// 10 requests per minute across the fleet: 30 calls at once, exactly 10 admitted. A
@@ -284,11 +326,12 @@ async fn three_instances_with_redis_hold_one_budget_and_one_rate_limit() {
     let fleet = fleet(&db, Limits::Redis(hot.prefix()), &mock);
 
     credits_reach_every_instance(&fleet).await;
-    let (_, charged) = spend_limit_holds(&fleet).await;
+    let (key, charged) = spend_limit_holds(&fleet).await;
     assert!(
         charged <= LIMIT.parse().unwrap(),
         "charged ${charged}, over the limit of ${LIMIT}"
     );
+    me_reports_the_shared_account(&fleet, &key, charged).await;
 
     requests_per_minute_hold(&fleet).await;
     drop(fleet);
@@ -305,11 +348,12 @@ async fn three_instances_on_postgresql_alone_hold_one_budget_and_one_rate_limit(
     let mock = MockServer::start().await.unwrap();
     let fleet = fleet(&db, Limits::Postgres, &mock);
     credits_reach_every_instance(&fleet).await;
-    let (_, charged) = spend_limit_holds(&fleet).await;
+    let (key, charged) = spend_limit_holds(&fleet).await;
     assert!(
         charged <= LIMIT.parse().unwrap(),
         "charged ${charged}, over the limit of ${LIMIT}"
     );
+    me_reports_the_shared_account(&fleet, &key, charged).await;
     requests_per_minute_hold(&fleet).await;
 }
 
