@@ -768,6 +768,9 @@ mod tests {
             return;
         };
         let hot = PgHot::connect(&db.url).await.unwrap();
+        // No background release (which could take the expired one before we look): the
+        // refused reserve below must release it itself.
+        hot.last_release_ms.store(i64::MAX / 2, Ordering::Relaxed);
         let key = [account("key:crashed:total", "1")];
         hot.init(&key[0].0, Money::ZERO, None).await.unwrap();
         // Held for 0 ms: as if its instance died mid-call.
@@ -791,22 +794,30 @@ mod tests {
         assert_eq!(hot.release_expired().await.unwrap(), 0);
     }
 
-    /// Many calls at once on three instances, over two accounts named in either order:
-    /// exactly as many fit as the limit allows, and spending never passes it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_reserves_never_overcommit() {
-        let Some((db, _store)) = test_database().await else {
-            return;
-        };
+    /// Three instances on a fresh database with `accounts` loaded empty.
+    async fn three_instances(
+        accounts: &[&(String, Option<Money>)],
+    ) -> Option<(meshgate_store::testdb::TestDatabase, Vec<Arc<PgHot>>)> {
+        let (db, _store) = test_database().await?;
         let mut instances = Vec::new();
         for _ in 0..3 {
             instances.push(Arc::new(PgHot::connect(&db.url).await.unwrap()));
         }
-        let key = account("key:race:total", "1");
-        let project = account("project:race:total", "100");
-        for a in [&key, &project] {
+        for a in accounts {
             instances[0].init(&a.0, Money::ZERO, None).await.unwrap();
         }
+        Some((db, instances))
+    }
+
+    /// Many calls at once on three instances, over two accounts named in either order:
+    /// exactly as many fit as the limit allows, and spending never passes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reserves_never_overcommit() {
+        let key = account("key:race:total", "1");
+        let project = account("project:race:total", "100");
+        let Some((_db, instances)) = three_instances(&[&key, &project]).await else {
+            return;
+        };
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..60 {
             let hot = instances[i % 3].clone();
@@ -871,5 +882,54 @@ mod tests {
         // Calls stopped when the key was (nearly) used up, not for another reason.
         assert!(charged >= usd("0.5"), "charged {charged}");
         assert_eq!(row(&instances[2], &project.0).await.0, charged);
+    }
+
+    /// Reservations that expire at once, settled while other calls release them as expired:
+    /// each is released exactly once (nothing stays reserved, nothing goes negative) and
+    /// every charge counts, without deadlocks between settling, releasing and reserving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn settling_racing_expiry_releases_each_reservation_once() {
+        let key = account("key:expiry:total", "1000");
+        let project = account("project:expiry:total", "1000");
+        let Some((_db, instances)) = three_instances(&[&key, &project]).await else {
+            return;
+        };
+        let names = vec![key.0.clone(), project.0.clone()];
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let hot = instances[i % 3].clone();
+            let accounts = if i % 2 == 0 {
+                vec![key.clone(), project.clone()]
+            } else {
+                vec![project.clone(), key.clone()]
+            };
+            let names = names.clone();
+            calls.spawn(async move {
+                let id = format!("x{i}");
+                // Held 0 ms: expired as soon as it is made.
+                let reserved = hot.reserve(&id, &accounts, usd("1"), 0).await.unwrap();
+                assert_eq!(reserved, Reserve::Reserved);
+                if i % 3 == 0 {
+                    hot.release_expired().await.unwrap();
+                }
+                hot.settle(&id, &names, usd("0.5")).await.unwrap();
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            done.unwrap();
+        }
+        // Whatever the settlements did not release, the next release does.
+        while instances[1].release_expired().await.unwrap() > 0 {}
+        for name in &names {
+            assert_eq!(
+                row(&instances[2], name).await,
+                (usd("30"), Money::ZERO, None)
+            );
+        }
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hot_reservations")
+            .fetch_one(&instances[0].pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }
