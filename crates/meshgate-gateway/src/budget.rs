@@ -2,15 +2,17 @@
 //! possible charge is reserved in every account it spends from (key, project, delegation,
 //! credits); when it settles, the exact charge replaces the reservation.
 //!
-//! Two backends behind [`Budgets::admit`] and [`Budgets::settle`]:
-//! - in memory (one instance): each account is loaded from the store the first time a
-//!   call needs it (one query per account and period; afterwards the hot path touches no
-//!   database) and then follows every settlement of this instance;
-//! - in Redis (a fleet, `redis_url`): the same accounts, loaded from the database once and
-//!   then reserved and settled by atomic scripts every instance runs ([`crate::hot`]), so
-//!   grants and spending of any instance count on all.
+//! Two kinds of backend behind [`Budgets::admit`] and [`Budgets::settle`]:
+//! - in memory (one instance: SQLite, or PostgreSQL with `postgres_limits = false`): each
+//!   account is loaded from the store the first time a call needs it (one query per
+//!   account and period; afterwards the hot path touches no database) and then follows
+//!   every settlement of this instance;
+//! - shared by a fleet ([`Shared`]): in Redis (`redis_url`, atomic scripts, [`crate::hot`])
+//!   or, without Redis, in PostgreSQL (transactions with row locks, [`crate::pghot`]). The
+//!   same accounts, loaded from the database's ledger once and then reserved and settled
+//!   atomically by every instance, so grants and spending of any instance count on all.
 
-use crate::hot::{self, RedisHot, ReserveOutcome};
+use crate::shared::{Reserve, Shared};
 use meshgate_store::{SpendScope, Store};
 use meshgate_types::Money;
 use std::collections::HashMap;
@@ -103,7 +105,7 @@ pub struct BudgetRefusal {
 pub struct Reservation {
     accounts: Vec<Account>,
     amount: Money,
-    /// The reservation's id in Redis, when shared.
+    /// The reservation's id in the shared state, when shared.
     shared_id: Option<String>,
 }
 
@@ -119,14 +121,14 @@ pub enum BudgetDenial {
 pub struct Budgets {
     store: Arc<dyn Store>,
     accounts: Mutex<HashMap<Account, State>>,
-    shared: Option<Arc<RedisHot>>,
+    shared: Option<Shared>,
     /// The database announces every credit entry to every instance (PostgreSQL): grants
     /// move balances when announced, here too, rather than when made.
     announced_credits: bool,
 }
 
 impl Account {
-    /// The account's key in Redis (without the prefix).
+    /// The account's name in the shared state (in Redis: its key, without the prefix).
     fn shared_name(&self) -> String {
         fn period(p: &Period) -> String {
             match p {
@@ -162,15 +164,15 @@ impl Budgets {
         self
     }
 
-    /// A credit entry announced by the database (PostgreSQL, no Redis).
+    /// A credit entry announced by the database (PostgreSQL, accounts in memory).
     pub fn apply_announced_credits(&self, project: &str, amount: Money) {
         if self.announced_credits {
             self.adjust_loaded_credits(project, amount);
         }
     }
 
-    /// Accounts shared by every instance using the same Redis.
-    pub fn shared(store: Arc<dyn Store>, hot: Arc<RedisHot>) -> Self {
+    /// Accounts shared by every instance using the same Redis or PostgreSQL database.
+    pub fn shared(store: Arc<dyn Store>, hot: Shared) -> Self {
         Budgets {
             shared: Some(hot),
             ..Budgets::new(store)
@@ -192,42 +194,40 @@ impl Budgets {
         if needs.is_empty() {
             return Ok(Reservation::default());
         }
-        let unavailable = |e: redis::RedisError| {
-            BudgetDenial::Unavailable(format!("cannot check budgets in Redis: {e}"))
+        let unavailable = |e: crate::shared::Unreachable| {
+            BudgetDenial::Unavailable(format!(
+                "cannot check budgets in {}: {}",
+                e.backend, e.error
+            ))
         };
-        let units = hot::units_ceil(estimate.amount()).ok_or_else(|| {
-            BudgetDenial::Refused(BudgetRefusal {
-                account: needs[0].account.clone(),
-                message: format!(
-                    "this call may cost up to ${estimate}, more than any budget holds"
-                ),
-            })
-        })?;
-        let accounts: Vec<(String, Option<i64>)> = needs
+        let accounts: Vec<(String, Option<Money>)> = needs
             .iter()
-            .map(|n| {
-                let limit = n
-                    .limit
-                    .map(|l| hot::units_floor(l.amount()).unwrap_or(i64::MAX));
-                (n.account.shared_name(), limit)
-            })
+            .map(|n| (n.account.shared_name(), n.limit))
             .collect();
         let id = uuid::Uuid::new_v4().to_string();
         // At most two rounds: the second finds every account loaded.
         for _ in 0..3 {
             match hot
-                .reserve(&id, &accounts, units, SHARED_HOLD_MS)
+                .reserve(&id, &accounts, estimate, SHARED_HOLD_MS)
                 .await
                 .map_err(unavailable)?
             {
-                ReserveOutcome::Reserved => {
+                Reserve::Reserved => {
                     return Ok(Reservation {
                         accounts: needs.iter().map(|n| n.account.clone()).collect(),
                         amount: estimate,
                         shared_id: Some(id),
                     })
                 }
-                ReserveOutcome::Refused {
+                Reserve::TooLarge => {
+                    return Err(BudgetDenial::Refused(BudgetRefusal {
+                        account: needs[0].account.clone(),
+                        message: format!(
+                            "this call may cost up to ${estimate}, more than any budget holds"
+                        ),
+                    }))
+                }
+                Reserve::Refused {
                     index,
                     spent,
                     reserved,
@@ -235,18 +235,13 @@ impl Budgets {
                 } => {
                     let need = &needs[index.min(needs.len() - 1)];
                     let state = State {
-                        spent: Money::new(hot::from_units(spent)),
-                        reserved: Money::new(hot::from_units(reserved)),
-                        balance: Money::new(hot::from_units(limit)),
+                        spent,
+                        reserved,
+                        balance: limit,
                     };
-                    return Err(BudgetDenial::Refused(refusal(
-                        need,
-                        Money::new(hot::from_units(limit)),
-                        state,
-                        estimate,
-                    )));
+                    return Err(BudgetDenial::Refused(refusal(need, limit, state, estimate)));
                 }
-                ReserveOutcome::Missing(missing) => {
+                Reserve::Missing(missing) => {
                     for index in missing {
                         let Some(need) = needs.get(index) else {
                             continue;
@@ -255,14 +250,8 @@ impl Budgets {
                             BudgetDenial::Unavailable(format!("cannot read budgets: {e}"))
                         })?;
                         let (spent, limit) = match need.account {
-                            Account::Credits(_) => (
-                                0,
-                                Some(hot::units_floor(loaded.balance.amount()).unwrap_or(i64::MAX)),
-                            ),
-                            _ => (
-                                hot::units_ceil(loaded.spent.amount()).unwrap_or(i64::MAX),
-                                None,
-                            ),
+                            Account::Credits(_) => (Money::ZERO, Some(loaded.balance)),
+                            _ => (loaded.spent, None),
                         };
                         hot.init(&need.account.shared_name(), spent, limit)
                             .await
@@ -271,10 +260,10 @@ impl Budgets {
                 }
             }
         }
-        Err(BudgetDenial::Unavailable(
-            "budgets in Redis keep disappearing; is another program deleting meshgate's keys?"
-                .into(),
-        ))
+        Err(BudgetDenial::Unavailable(format!(
+            "budgets in {} keep disappearing; is another program deleting meshgate's hot state?",
+            hot.backend()
+        )))
     }
 
     /// An account as the database has it now.
@@ -365,11 +354,10 @@ impl Budgets {
     pub async fn adjust_credits(&self, project: &str, amount: Money) {
         if let Some(hot) = &self.shared {
             let account = Account::Credits(project.to_string()).shared_name();
-            let units = hot::units_floor(amount.amount()).unwrap_or(0);
-            if let Err(e) = hot.grant(&account, units).await {
-                // The grant is in the database: the balance in Redis misses it until it is
+            if let Err(e) = hot.grant(&account, amount).await {
+                // The grant is in the database: the shared balance misses it until it is
                 // reloaded (after a day without calls).
-                tracing::warn!(error = %e, project, "cannot add credits to the balance in Redis");
+                tracing::warn!(error = %e, project, "cannot add credits to the shared balance");
             }
             return;
         }
@@ -408,6 +396,36 @@ impl Budgets {
         }
     }
 
+    /// What each account has spent, holds in reservations and may spend (credits: the
+    /// balance): from the shared state when shared, else this instance's (loaded if need
+    /// be). A shared account not loaded yet is read from the ledger.
+    pub async fn current(
+        &self,
+        needs: &[Need],
+    ) -> Result<Vec<(Money, Money, Money)>, meshgate_store::StoreError> {
+        let Some(hot) = &self.shared else {
+            self.load(needs).await?;
+            return Ok(needs
+                .iter()
+                .map(|n| self.snapshot(&n.account).unwrap_or_default())
+                .collect());
+        };
+        let mut current = Vec::with_capacity(needs.len());
+        for need in needs {
+            let peeked = hot.peek(&need.account.shared_name()).await.map_err(|e| {
+                meshgate_store::StoreError::Corrupt(format!("cannot read budgets in {e}"))
+            })?;
+            current.push(match peeked {
+                Some(state) => state,
+                None => {
+                    let s = self.load_state(&need.account).await?;
+                    (s.spent, s.reserved, s.balance)
+                }
+            });
+        }
+        Ok(current)
+    }
+
     /// What an account has spent, holds in reservations and may spend (credits: the
     /// balance), as this instance sees it.
     pub fn snapshot(&self, account: &Account) -> Option<(Money, Money, Money)> {
@@ -426,16 +444,14 @@ impl Budgets {
 }
 
 /// Settles a shared reservation in the background (settlement runs where no await fits).
-fn settle_shared(hot: Arc<RedisHot>, id: String, accounts: &[Account], charged: Money) {
+fn settle_shared(hot: Shared, id: String, accounts: &[Account], charged: Money) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let names: Vec<String> = accounts.iter().map(Account::shared_name).collect();
-    // Rounded up: the shared account may look fuller than the ledger by under 1e-12 USD.
-    let units = hot::units_ceil(charged.amount()).unwrap_or(i64::MAX);
     runtime.spawn(async move {
-        if let Err(e) = hot.settle(&id, &names, units).await {
-            tracing::warn!(error = %e, "cannot settle a reservation in Redis; it expires on its own");
+        if let Err(e) = hot.settle(&id, &names, charged).await {
+            tracing::warn!(error = %e, "cannot settle a shared reservation; it expires on its own");
         }
     });
 }
@@ -580,8 +596,38 @@ mod tests {
         let hot = Arc::new(hot);
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open_url("sqlite::memory:").await.unwrap());
-        let a = Budgets::shared(store.clone(), hot.clone());
-        let b = Budgets::shared(store, hot.clone());
+        // The tiny charge is rounded up to one unit (1e-12): exactly that much is gone.
+        one_account(
+            store,
+            hot.clone().into(),
+            "0.999999999999",
+            "0.000000000001",
+        )
+        .await;
+        hot.delete_all().await.unwrap();
+    }
+
+    /// The same on PostgreSQL alone: exact to the last digit, no units.
+    #[tokio::test]
+    async fn budgets_shared_through_postgresql_are_one_account() {
+        let Some((db, store)) = crate::pghot::test_database().await else {
+            return;
+        };
+        let hot = crate::pghot::PgHot::connect(&db.url).await.unwrap();
+        one_account(
+            store,
+            Arc::new(hot).into(),
+            "0.999999999999999",
+            "0.000000000000000001",
+        )
+        .await;
+    }
+
+    /// Two instances on `shared`; after a charge of 1e-15, `fits` is what is left and
+    /// `over` more is refused.
+    async fn one_account(store: Arc<dyn Store>, shared: Shared, fits: &str, over: &str) {
+        let a = Budgets::shared(store.clone(), shared.clone());
+        let b = Budgets::shared(store.clone(), shared);
         let key = Need {
             account: Account::Key("k".into(), Period::Day(20_000)),
             limit: Some(money("1")),
@@ -605,18 +651,14 @@ mod tests {
         // Settlement runs in the background; wait for the reservation to go.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut r2 = loop {
-            match b
-                .admit(std::slice::from_ref(&key), money("0.999999999999"))
-                .await
-            {
+            match b.admit(std::slice::from_ref(&key), money(fits)).await {
                 Ok(r) => break r,
                 Err(e) => assert!(std::time::Instant::now() < deadline, "{e:?}"),
             }
             tokio::task::yield_now().await;
         };
-        // The tiny charge was rounded up to one unit: exactly nothing is left.
         assert!(b
-            .admit(std::slice::from_ref(&key), money("0.000000000001"))
+            .admit(std::slice::from_ref(&key), money(over))
             .await
             .is_err());
         b.settle(&mut r2, money("0"));
@@ -625,11 +667,30 @@ mod tests {
             .admit(std::slice::from_ref(&credits), money("0"))
             .await
             .is_err());
-        a.adjust_credits("p", money("2")).await;
-        b.admit(std::slice::from_ref(&credits), money("2"))
+        // As the admin API grants: the entry in the database, then the instance told.
+        store
+            .add_credit_entry(meshgate_store::CreditEntry {
+                id: "cre_1".into(),
+                project_id: "p".into(),
+                kind: meshgate_store::CreditKind::Grant,
+                amount_usd: money("2"),
+                created_ms: 0,
+                actor: None,
+                note: None,
+            })
             .await
             .unwrap();
-        hot.delete_all().await.unwrap();
+        a.adjust_credits("p", money("2")).await;
+        let mut r3 = b
+            .admit(std::slice::from_ref(&credits), money("2"))
+            .await
+            .unwrap();
+        // Granted once, not once per instance told.
+        assert!(a
+            .admit(std::slice::from_ref(&credits), money(over))
+            .await
+            .is_err());
+        b.settle(&mut r3, money("0"));
     }
 
     #[test]

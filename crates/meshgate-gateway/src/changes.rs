@@ -2,7 +2,8 @@
 //! changes other instances make to a shared database: each announced change reloads its
 //! record, and a resync (the feed reconnected, or applying a change failed) reloads them
 //! all, retrying until the database answers, so that a revocation is never left unapplied.
-//! Credits added on any instance move the balance this instance holds in memory.
+//! Credits added on any instance move the balance this instance holds in memory (when its
+//! accounts are in memory; shared ones are moved by the database or Redis).
 
 use crate::auth::KeyCache;
 use crate::budget::Budgets;

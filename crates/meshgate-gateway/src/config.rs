@@ -17,8 +17,14 @@ pub struct Config {
     /// Database URL; empty means the SQLite file `meshgate.db` in `data_dir`.
     pub database_url: String,
     /// Redis URL (`redis://host:6379`); when set, rate-limit counters and budget and credit
-    /// reservations are shared through it by every instance using it. Empty: per instance.
+    /// reservations are shared through it by every instance using it. Empty: through the
+    /// database when it is PostgreSQL (see `postgres_limits`), else per instance.
     pub redis_url: String,
+    /// Without Redis, on PostgreSQL: hold rate-limit counters and budget and credit
+    /// reservations in the database, exact across every instance sharing it (a few round
+    /// trips per call). `false`: each instance in its own memory (faster; N instances may
+    /// admit up to N times a limit).
+    pub postgres_limits: bool,
     /// Prefix of every key meshgate writes in Redis (fleets sharing one Redis apart).
     pub redis_prefix: String,
     /// Base URL clients reach meshgate at, used to rewrite batch `results_url`s;
@@ -273,6 +279,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             database_url: String::new(),
             redis_url: String::new(),
+            postgres_limits: true,
             redis_prefix: "meshgate:".into(),
             public_url: String::new(),
             server: ServerConfig::default(),

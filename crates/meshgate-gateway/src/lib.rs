@@ -13,6 +13,8 @@
 //! - `ledger`: the batched writer of usage events.
 //! - `spool`: usage events on local disk before their responses end; replayed at start.
 //! - `changes`: applies changes other instances make to a shared database to the caches.
+//! - `budget`, `limits`: budgets and credits reserved per call; rate limits.
+//! - `shared`: where a fleet shares those: `hot` (Redis) or `pghot` (PostgreSQL alone).
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -31,6 +33,7 @@ pub mod inflight;
 pub mod ledger;
 pub mod limits;
 pub mod owners;
+pub mod pghot;
 pub mod proxy;
 pub mod relay;
 pub mod routing;
@@ -38,6 +41,7 @@ pub mod secrets;
 pub mod selfserve;
 pub mod server;
 pub mod settle;
+pub mod shared;
 pub mod spool;
 pub mod state;
 pub mod tenants;

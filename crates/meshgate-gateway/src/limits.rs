@@ -1,12 +1,13 @@
 //! Rate limits: requests and tokens per minute, per key and per project, counted in memory
 //! with a sliding window (this minute's count plus the previous minute's, weighted by how
-//! much of it still lies inside the last 60 seconds). With Redis the same windows are
-//! shared by the fleet (see [`crate::hot`]).
+//! much of it still lies inside the last 60 seconds). A fleet shares the same windows
+//! through Redis or, without Redis, PostgreSQL (see [`crate::shared`]).
 
-use crate::hot::{RateOutcome, RedisHot};
+use crate::hot::RateOutcome;
+use crate::shared::Shared;
 use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const WINDOW_MS: i64 = 60_000;
 
@@ -93,7 +94,7 @@ impl Window {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<RateScope, Window>>,
-    shared: Option<Arc<RedisHot>>,
+    shared: Option<Shared>,
 }
 
 /// Why a call was not admitted: a full counter, or shared counters that cannot be read
@@ -105,7 +106,7 @@ pub enum RateDenial {
 }
 
 impl RateScope {
-    /// The scope's name in Redis.
+    /// The scope's name in the shared state.
     fn shared_name(&self) -> String {
         match self {
             RateScope::Key(id) => format!("key:{id}"),
@@ -116,8 +117,8 @@ impl RateScope {
 }
 
 impl RateLimiter {
-    /// Counters shared by every instance using the same Redis.
-    pub fn shared(hot: Arc<RedisHot>) -> Self {
+    /// Counters shared by every instance using the same Redis or PostgreSQL database.
+    pub fn shared(hot: Shared) -> Self {
         RateLimiter {
             windows: Mutex::default(),
             shared: Some(hot),
@@ -149,7 +150,7 @@ impl RateLimiter {
         let outcome = hot
             .rate_admit(&scopes, now_ms)
             .await
-            .map_err(|e| RateDenial::Unavailable(format!("cannot check rate limits: {e}")))?;
+            .map_err(|e| RateDenial::Unavailable(format!("cannot check rate limits in {e}")))?;
         let RateOutcome::Full {
             what,
             index,
@@ -198,7 +199,7 @@ impl RateLimiter {
         let names: Vec<String> = scopes.iter().map(RateScope::shared_name).collect();
         runtime.spawn(async move {
             if let Err(e) = hot.add_tokens(&names, tokens, now_ms).await {
-                tracing::warn!(error = %e, "cannot count tokens in Redis");
+                tracing::warn!(error = %e, "cannot count tokens in the shared counters");
             }
         });
     }

@@ -245,28 +245,28 @@ async fn me(state: &AppState, principal: &Principal) -> Result<serde_json::Value
         .unwrap_or_default();
     let now = chrono::Utc::now().timestamp_millis();
     let mut budgets = Vec::new();
-    let mut report = |name: &str, account: Account, limit: Option<Money>| {
-        let (spent, reserved, balance) = state.budgets.snapshot(&account).unwrap_or_default();
-        let limit = limit.unwrap_or(balance);
-        budgets.push(serde_json::json!({
-            "budget": name,
-            "limit_usd": limit,
-            "spent_usd": spent,
-            "in_flight_usd": reserved,
-            "remaining_usd": limit - spent - reserved,
-        }));
-    };
-    // Load what the caller is held to, so that a fresh instance reports real numbers.
+    let mut report =
+        |name: &str, limit: Option<Money>, (spent, reserved, balance): (Money, Money, Money)| {
+            let limit = limit.unwrap_or(balance);
+            budgets.push(serde_json::json!({
+                "budget": name,
+                "limit_usd": limit,
+                "spent_usd": spent,
+                "in_flight_usd": reserved,
+                "remaining_usd": limit - spent - reserved,
+            }));
+        };
+    // What the caller is held to, as the fleet sees it (loaded if need be).
     let needs = admit::budget_needs(&project, principal, now);
-    state.budgets.load(&needs).await.map_err(storage)?;
-    for need in needs {
+    let current = state.budgets.current(&needs).await.map_err(storage)?;
+    for (need, current) in needs.into_iter().zip(current) {
         let name = match &need.account {
             Account::Key(_, p) => format!("key_{}", period_name(*p)),
             Account::Project(_, p) => format!("project_{}", period_name(*p)),
             Account::Delegation(_) => "delegation".into(),
             Account::Credits(_) => "credits".into(),
         };
-        report(&name, need.account, need.limit);
+        report(&name, need.limit, current);
     }
     let key = principal.key.as_deref();
     let credential = credential_json(state, principal).await?;

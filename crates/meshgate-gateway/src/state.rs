@@ -10,6 +10,7 @@ use crate::limits::RateLimiter;
 use crate::owners::Owners;
 use crate::routing::{Deployment, Health, Router};
 use crate::secrets::{SecretKey, SECRET_KEY_ENV};
+use crate::shared::Shared;
 use crate::tenants::Tenants;
 use crate::upstream::{self, Provider};
 use anyhow::Context;
@@ -157,28 +158,16 @@ impl AppState {
             .transpose()
             .context("invalid [auth.oauth] settings")?
             .map(Arc::new);
-        let (budgets, rate_limits) = if config.redis_url.is_empty() {
-            let budgets = Budgets::new(store.clone());
-            let budgets = if config.database_url().starts_with("postgres") {
-                budgets.following_announced_credits()
-            } else {
-                budgets
-            };
-            (budgets, RateLimiter::default())
-        } else {
-            let hot = crate::hot::RedisHot::connect(&config.redis_url, &config.redis_prefix)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot connect to Redis at {}",
-                        crate::config::redact_url(&config.redis_url)
-                    )
-                })?;
-            let hot = Arc::new(hot);
-            (
-                Budgets::shared(store.clone(), hot.clone()),
-                RateLimiter::shared(hot),
-            )
+        let (budgets, rate_limits) = match shared_state(&config).await? {
+            Some(shared) => (
+                Budgets::shared(store.clone(), shared.clone()),
+                RateLimiter::shared(shared),
+            ),
+            None if config.database_url().starts_with("postgres") => (
+                Budgets::new(store.clone()).following_announced_credits(),
+                RateLimiter::default(),
+            ),
+            None => (Budgets::new(store.clone()), RateLimiter::default()),
         };
         let pool = upstream::build_pool(&config)?;
         let openai =
@@ -267,6 +256,34 @@ impl AppState {
             .unwrap_or_else(|| self.config.listen.to_string());
         format!("http://{host}")
     }
+}
+
+/// Where the fleet shares rate limits, budgets and credits: Redis when `redis_url` is set;
+/// else the database when it is PostgreSQL (unless `postgres_limits = false`); else `None`,
+/// this instance's memory (SQLite: one instance).
+async fn shared_state(config: &Config) -> anyhow::Result<Option<Shared>> {
+    if !config.redis_url.is_empty() {
+        let hot = crate::hot::RedisHot::connect(&config.redis_url, &config.redis_prefix)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Redis at {}",
+                    crate::config::redact_url(&config.redis_url)
+                )
+            })?;
+        return Ok(Some(Arc::new(hot).into()));
+    }
+    let url = config.database_url();
+    if !url.starts_with("postgres") || !config.postgres_limits {
+        return Ok(None);
+    }
+    let hot = crate::pghot::PgHot::connect(&url).await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL at {} for shared limits",
+            crate::config::redact_url(&url)
+        )
+    })?;
+    Ok(Some(Arc::new(hot).into()))
 }
 
 /// The deployments: the built-in providers and the configured extra ones. A built-in

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credit notifications",
         include_str!("../migrations/postgres/0003_credit_notifications.sql"),
     ),
+    (
+        4,
+        "shared hot state",
+        include_str!("../migrations/postgres/0004_shared_hot_state.sql"),
+    ),
 ];
 
 /// The channel the triggers announce changes on.

@@ -69,6 +69,13 @@ fn print_banner(gateway: &Gateway, config: &Config, addr: std::net::SocketAddr) 
     println!("  database: {}", redact_url(&config.database_url()));
     if !config.redis_url.is_empty() {
         println!("  redis: {}", redact_url(&config.redis_url));
+    } else if config.database_url().starts_with("postgres") {
+        let limits = if config.postgres_limits {
+            "shared through PostgreSQL"
+        } else {
+            "per instance (postgres_limits = false)"
+        };
+        println!("  rate limits and budgets: {limits}");
     }
     for p in [&state.openai, &state.anthropic] {
         let key = if p.api_key.is_some() {

@@ -1,11 +1,13 @@
 //! Budgets and rate limits held by a fleet: three `meshgate serve` processes on one fresh
-//! PostgreSQL database, with one Redis (shared reservations and counters), calls spread
-//! across the three. Skipped, saying why, when PostgreSQL or Redis is unreachable, unless
-//! `MESHGATE_REQUIRE_POSTGRES` / `MESHGATE_REQUIRE_REDIS` is set.
+//! PostgreSQL database, sharing reservations and counters through one Redis, or through
+//! PostgreSQL alone; calls spread across the three. Skipped, saying why, when PostgreSQL or
+//! Redis is unreachable, unless `MESHGATE_REQUIRE_POSTGRES` / `MESHGATE_REQUIRE_REDIS` is
+//! set.
 //!
-//! The bound: with Redis every call reserves its largest possible charge in the one shared
+//! The bound, either way: every call reserves its largest possible charge in the one shared
 //! account before it is forwarded, and the estimate covers the charge (prompt counted from
-//! the body's size, output at `max_tokens`), so the total charged never exceeds the limit.
+//! the body's size, output at `max_tokens`), so the total charged never exceeds the limit;
+//! and N requests per minute admit exactly N across the fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -22,23 +24,33 @@ struct Fleet {
     http: reqwest::Client,
 }
 
-/// Three instances on `db`, sharing Redis under `prefix` when given.
-fn fleet(db: &TestDatabase, prefix: Option<&str>, mock: &MockServer) -> Fleet {
+/// Where the instances hold their limits.
+enum Limits<'a> {
+    /// In Redis, under this prefix.
+    Redis(&'a str),
+    /// In PostgreSQL (the default without Redis).
+    Postgres,
+    /// Each in its own memory (`postgres_limits = false`).
+    Memory,
+}
+
+/// Three instances on `db`.
+fn fleet(db: &TestDatabase, limits: Limits, mock: &MockServer) -> Fleet {
     let mut instances = Vec::new();
     let mut dirs = Vec::new();
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let mut extra: Vec<String> = Vec::new();
-        if let Some(prefix) = prefix {
-            let config = dir.path().join("meshgate.toml");
-            std::fs::write(&config, format!("redis_prefix = {prefix:?}\n")).unwrap();
-            extra.extend([
-                "--redis".into(),
-                meshgate_gateway::hot::test_redis_url(),
-                "--config".into(),
-                config.display().to_string(),
-            ]);
-        }
+        let config = dir.path().join("meshgate.toml");
+        let mut extra: Vec<String> = vec!["--config".into(), config.display().to_string()];
+        let settings = match limits {
+            Limits::Redis(prefix) => {
+                extra.extend(["--redis".into(), meshgate_gateway::hot::test_redis_url()]);
+                format!("redis_prefix = {prefix:?}\n")
+            }
+            Limits::Postgres => String::new(),
+            Limits::Memory => "postgres_limits = false\n".into(),
+        };
+        std::fs::write(&config, settings).unwrap();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         instances.push(serve_instance(&db.url, &extra, dir.path(), mock));
         dirs.push(dir);
@@ -85,6 +97,19 @@ impl Fleet {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    /// `GET /v1/me` of `key` on one instance.
+    async fn me(&self, instance: usize, key: &str) -> serde_json::Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/me", self.instances[instance].base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
     }
 
     /// Waits until every instance knows `key` (a key without limits made after the others,
@@ -225,8 +250,13 @@ async fn credits_reach_every_instance(fleet: &Fleet) {
 }
 
 /// A spend limit of `LIMIT` USD under 300 concurrent calls over three instances.
-async fn spend_limit_holds(fleet: &Fleet) -> (u64, Money) {
+async fn spend_limit_holds(fleet: &Fleet) -> (String, Money) {
     let (key, id) = key_with(fleet, serde_json::json!({"spend_total_usd": LIMIT})).await;
+    // Every instance reads the account before the calls (so that a report kept in an
+    // instance's memory would go stale: see `me_reports_the_shared_account`).
+    for i in 0..fleet.instances.len() {
+        fleet.me(i, &key).await;
+    }
     let counts = fleet.load(&key, 300).await;
     println!("statuses: {counts:?}");
     let ok = counts.get(&200).copied().unwrap_or(0);
@@ -238,7 +268,50 @@ async fn spend_limit_holds(fleet: &Fleet) -> (u64, Money) {
     let (requests, charged) = fleet.charged(&id).await;
     assert_eq!(requests, ok as u64, "every admitted call is in the ledger");
     println!("{ok} calls charged ${charged} against a limit of ${LIMIT}");
-    (requests, charged)
+    (key, charged)
+}
+
+/// `GET /v1/me` on every instance reports the fleet's account: all of `charged` spent and
+/// nothing in flight, once the last settlements (run in the background) are in.
+async fn me_reports_the_shared_account(fleet: &Fleet, key: &str, charged: Money) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0..fleet.instances.len() {
+        loop {
+            let me = fleet.me(i, key).await;
+            let budget = me["budgets"]
+                .as_array()
+                .and_then(|b| b.iter().find(|b| b["budget"] == "key_total"))
+                .unwrap_or_else(|| panic!("no key_total budget in {me}"))
+                .clone();
+            let money = |v: &serde_json::Value| v.as_str().unwrap().parse::<Money>().unwrap();
+            if money(&budget["spent_usd"]) == charged
+                && money(&budget["in_flight_usd"]).amount().is_zero()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{budget} (charged {charged})");
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// 10 requests per minute across the fleet: 30 calls at once, exactly 10 admitted. A
+/// minute boundary during the calls makes the sliding window's answer depend on where it
+/// fell (the previous minute's calls weigh a little less than all): then at most 11.
+async fn requests_per_minute_hold(fleet: &Fleet) {
+    let (key, _) = key_with(fleet, serde_json::json!({"requests_per_minute": 10})).await;
+    let minute = || chrono::Utc::now().timestamp_millis().div_euclid(60_000);
+    let before = minute();
+    let counts = fleet.load(&key, 30).await;
+    let same_minute = minute() == before;
+    println!("rate-limited statuses: {counts:?} (within one minute: {same_minute})");
+    let admitted = counts.get(&200).copied().unwrap_or(0);
+    if same_minute {
+        assert_eq!(admitted, 10, "{counts:?}");
+    } else {
+        assert!((1..=11).contains(&admitted), "{counts:?}");
+    }
+    assert_eq!(counts.get(&429).copied().unwrap_or(0) + admitted, 30);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,40 +323,50 @@ async fn three_instances_with_redis_hold_one_budget_and_one_rate_limit() {
         return;
     };
     let mock = MockServer::start().await.unwrap();
-    let fleet = fleet(&db, Some(hot.prefix()), &mock);
+    let fleet = fleet(&db, Limits::Redis(hot.prefix()), &mock);
 
     credits_reach_every_instance(&fleet).await;
-    let (_, charged) = spend_limit_holds(&fleet).await;
+    let (key, charged) = spend_limit_holds(&fleet).await;
     assert!(
         charged <= LIMIT.parse().unwrap(),
         "charged ${charged}, over the limit of ${LIMIT}"
     );
+    me_reports_the_shared_account(&fleet, &key, charged).await;
 
-    // 10 requests per minute across the fleet: 30 calls, 10 admitted. (A minute boundary
-    // during the test only lowers the count: the previous minute's calls still weigh.)
-    let (key, _) = key_with(&fleet, serde_json::json!({"requests_per_minute": 10})).await;
-    let counts = fleet.load(&key, 30).await;
-    println!("rate-limited statuses: {counts:?}");
-    assert!(counts.get(&200).copied().unwrap_or(0) <= 10, "{counts:?}");
-    assert!(counts.get(&200).copied().unwrap_or(0) >= 1, "{counts:?}");
-    assert_eq!(
-        counts.get(&429).copied().unwrap_or(0) + counts.get(&200).copied().unwrap_or(0),
-        30
-    );
+    requests_per_minute_hold(&fleet).await;
     drop(fleet);
     hot.delete_all().await.unwrap();
 }
 
-/// Without Redis each instance holds the limit on its own (loaded from the database at
-/// its first call, then following its own settlements): the fleet's total stays within
-/// instances × limit. The documented bound, checked.
+/// Without Redis the fleet shares its limits through PostgreSQL itself (transactions with
+/// row locks): the same checks, as exact.
 #[tokio::test(flavor = "multi_thread")]
-async fn three_instances_on_postgresql_alone_share_credits_and_stay_within_three_times_the_limit() {
+async fn three_instances_on_postgresql_alone_hold_one_budget_and_one_rate_limit() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
     let mock = MockServer::start().await.unwrap();
-    let fleet = fleet(&db, None, &mock);
+    let fleet = fleet(&db, Limits::Postgres, &mock);
+    credits_reach_every_instance(&fleet).await;
+    let (key, charged) = spend_limit_holds(&fleet).await;
+    assert!(
+        charged <= LIMIT.parse().unwrap(),
+        "charged ${charged}, over the limit of ${LIMIT}"
+    );
+    me_reports_the_shared_account(&fleet, &key, charged).await;
+    requests_per_minute_hold(&fleet).await;
+}
+
+/// With `postgres_limits = false` each instance holds the limit on its own (loaded from the
+/// database at its first call, then following its own settlements): the fleet's total
+/// stays within instances × limit. The documented bound, checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_with_limits_in_memory_stay_within_three_times_the_limit() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let mock = MockServer::start().await.unwrap();
+    let fleet = fleet(&db, Limits::Memory, &mock);
     credits_reach_every_instance(&fleet).await;
     let (_, charged) = spend_limit_holds(&fleet).await;
     let limit: Money = LIMIT.parse().unwrap();
