@@ -107,6 +107,9 @@ pub struct Reservation {
     shared_id: Option<String>,
 }
 
+/// How the refusal of a call whose shared accounts Redis could not check begins.
+pub const REDIS_UNAVAILABLE: &str = "cannot check budgets in Redis";
+
 /// Why a call may not reserve: an account refused, or the shared state cannot be reached
 /// (then the call is refused: budgets that cannot be checked fail closed).
 #[derive(Debug)]
@@ -192,9 +195,8 @@ impl Budgets {
         if needs.is_empty() {
             return Ok(Reservation::default());
         }
-        let unavailable = |e: redis::RedisError| {
-            BudgetDenial::Unavailable(format!("cannot check budgets in Redis: {e}"))
-        };
+        let unavailable =
+            |e: redis::RedisError| BudgetDenial::Unavailable(format!("{REDIS_UNAVAILABLE}: {e}"));
         let units = hot::units_ceil(estimate.amount()).ok_or_else(|| {
             BudgetDenial::Refused(BudgetRefusal {
                 account: needs[0].account.clone(),

@@ -13,6 +13,7 @@
 //! - `ledger`: the batched writer of usage events.
 //! - `spool`: usage events on local disk before their responses end; replayed at start.
 //! - `changes`: applies changes other instances make to a shared database to the caches.
+//! - `degraded`: what each operation does while PostgreSQL or Redis is away.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -25,6 +26,7 @@ pub mod changes;
 pub mod classify;
 pub mod config;
 pub mod conn;
+pub mod degraded;
 pub mod error;
 pub mod hot;
 pub mod ledger;

@@ -5,6 +5,7 @@ use crate::auth::{self, KeyCache};
 use crate::budget::Budgets;
 use crate::config::Config;
 use crate::conn::Pool;
+use crate::degraded::LocalLimits;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::owners::Owners;
@@ -18,6 +19,7 @@ use meshgate_pricing::Catalog;
 use meshgate_store::Store;
 use meshgate_types::Surface;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -47,6 +49,12 @@ pub struct AppState {
     pub owners: Arc<Owners>,
     /// Deployments, aliases, fallbacks and provider health.
     pub router: Arc<Router>,
+    /// The Redis a fleet shares, when configured (for readiness).
+    pub hot: Option<Arc<crate::hot::RedisHot>>,
+    /// With `redis_unavailable = "local"`: the limits used while Redis is away.
+    pub local_limits: Option<Arc<LocalLimits>>,
+    /// Set at SIGTERM: `/readyz` answers 503 while calls drain.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -134,14 +142,14 @@ impl AppState {
             .transpose()
             .context("invalid [auth.oauth] settings")?
             .map(Arc::new);
-        let (budgets, rate_limits) = if config.redis_url.is_empty() {
+        let (budgets, rate_limits, hot) = if config.redis_url.is_empty() {
             let budgets = Budgets::new(store.clone());
             let budgets = if config.database_url().starts_with("postgres") {
                 budgets.following_announced_credits()
             } else {
                 budgets
             };
-            (budgets, RateLimiter::default())
+            (budgets, RateLimiter::default(), None)
         } else {
             let hot = crate::hot::RedisHot::connect(&config.redis_url, &config.redis_prefix)
                 .await
@@ -154,9 +162,13 @@ impl AppState {
             let hot = Arc::new(hot);
             (
                 Budgets::shared(store.clone(), hot.clone()),
-                RateLimiter::shared(hot),
+                RateLimiter::shared(hot.clone()),
+                Some(hot),
             )
         };
+        let local_limits = (hot.is_some()
+            && config.redis_unavailable == crate::config::RedisUnavailable::Local)
+            .then(|| Arc::new(LocalLimits::new(store.clone())));
         let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
@@ -188,6 +200,9 @@ impl AppState {
             delegation_secret: secrets.derive("meshgate delegation v1"),
             secrets: Arc::new(secrets),
             oauth,
+            hot,
+            local_limits,
+            draining: Arc::default(),
         };
         Ok((Arc::new(state), ledger_task, admin))
     }
@@ -213,6 +228,9 @@ impl AppState {
             oauth: self.oauth.clone(),
             owners: self.owners.clone(),
             router: self.router.clone(),
+            hot: self.hot.clone(),
+            local_limits: self.local_limits.clone(),
+            draining: self.draining.clone(),
         })
     }
 
