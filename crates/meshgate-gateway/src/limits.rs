@@ -146,10 +146,9 @@ impl RateLimiter {
                 )
             })
             .collect();
-        let outcome = hot
-            .rate_admit(&scopes, now_ms)
-            .await
-            .map_err(|e| RateDenial::Unavailable(format!("cannot check rate limits: {e}")))?;
+        let outcome = hot.rate_admit(&scopes, now_ms).await.map_err(|e| {
+            RateDenial::Unavailable(format!("cannot check rate limits in Redis: {e}"))
+        })?;
         let RateOutcome::Full {
             what,
             index,

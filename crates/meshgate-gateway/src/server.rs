@@ -57,25 +57,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_j
             ),
         );
     }
-    let database = async {
-        match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("database unavailable: {e}")),
-            Err(_) => Some(format!(
-                "database unavailable: no answer within {} ms",
-                READY_TIMEOUT.as_millis()
-            )),
-        }
-    };
+    let database = probe("database", state.store.ping());
     let redis = async {
-        let hot = state.hot.as_ref()?;
-        match tokio::time::timeout(READY_TIMEOUT, hot.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("redis unavailable: {e}")),
-            Err(_) => Some(format!(
-                "redis unavailable: no answer within {} ms",
-                READY_TIMEOUT.as_millis()
-            )),
+        match &state.hot {
+            Some(hot) => probe("redis", hot.ping()).await,
+            None => None,
         }
     };
     let (database, redis) = tokio::join!(database, redis);
@@ -100,6 +86,21 @@ async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_j
     body["status"] = json!("unavailable");
     body["reason"] = json!(reasons.join("; "));
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+}
+
+/// Why `what` is unavailable, if `check` fails or takes over [`READY_TIMEOUT`].
+async fn probe<E: std::fmt::Display>(
+    what: &str,
+    check: impl Future<Output = Result<(), E>>,
+) -> Option<String> {
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{what} unavailable: {e}")),
+        Err(_) => Some(format!(
+            "{what} unavailable: no answer within {} ms",
+            READY_TIMEOUT.as_millis()
+        )),
+    }
 }
 
 /// What follows the shutdown signal before serving threads stop accepting: `/readyz`

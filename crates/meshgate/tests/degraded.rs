@@ -295,9 +295,12 @@ const PER_PAIR: usize = 12;
 /// The instances: 0 fails closed when Redis is away, 1 falls back to local limits.
 const CLOSED: usize = 0;
 const LOCAL: usize = 1;
-/// The keys: 0 has no limits, 1 a budget (a spend limit far from reached).
+/// The keys: one without limits, one with a budget (a spend limit far from reached), one
+/// with a rate limit (far from reached).
 const FREE: usize = 0;
 const BUDGETED: usize = 1;
+const RATED: usize = 2;
+const KEYS: usize = 3;
 
 /// Phases of the load. Calls that span a change of phase are not judged.
 const WARM: u8 = 1;
@@ -352,7 +355,7 @@ impl Load {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !self.stop.load(Ordering::SeqCst) && Instant::now() < deadline {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let (instance, key) = (n % 2, (n / 2) % 2);
+            let (instance, key) = (n % 2, (n / 2) % KEYS);
             let phase = self.phase.load(Ordering::SeqCst);
             let (status, body) = self.chat(instance, &self.keys[key]).await;
             if phase != MOVING && self.phase.load(Ordering::SeqCst) == phase {
@@ -377,7 +380,7 @@ impl Load {
         loop {
             let counts = self.counts(phase);
             let enough = (0..2).all(|i| {
-                (0..2).all(|k| {
+                (0..KEYS).all(|k| {
                     counts.get(&(i, k)).map_or(0, |c| c.values().sum::<usize>()) >= PER_PAIR
                 })
             });
@@ -556,6 +559,12 @@ async fn postgres_and_redis_go_away_under_load_and_no_usage_event_is_lost() {
         serde_json::json!({"name": "budgeted", "limits": {"spend_total_usd": "1000"}}),
     )
     .await;
+    let rated = make_key(
+        &http,
+        &base,
+        serde_json::json!({"name": "rated", "limits": {"requests_per_minute": 1_000_000}}),
+    )
+    .await;
     // A budget no call has used yet: its account must be read from the database.
     let unread = make_key(
         &http,
@@ -569,7 +578,7 @@ async fn postgres_and_redis_go_away_under_load_and_no_usage_event_is_lost() {
 
     let load = Arc::new(Load {
         instances,
-        keys: vec![free, budgeted],
+        keys: vec![free, budgeted, rated],
         http: http.clone(),
         phase: AtomicU8::new(MOVING),
         stop: AtomicBool::new(false),
@@ -586,8 +595,9 @@ async fn postgres_and_redis_go_away_under_load_and_no_usage_event_is_lost() {
         assert_all(&counts, *pair, 200);
     }
 
-    // Redis away: the closed instance refuses budgeted calls (503, OpenAI's error shape,
-    // saying why) and is not ready; the local one serves them on its own accounts.
+    // Redis away: the closed instance refuses calls with a budget or a rate limit (503,
+    // OpenAI's error shape, saying why) and is not ready; the local one serves them on its
+    // own accounts and counters.
     redis.stop();
     load.until_ready_is(CLOSED, 503).await;
     let (status, body) = load.readyz(LOCAL).await;
@@ -601,16 +611,15 @@ async fn postgres_and_redis_go_away_under_load_and_no_usage_event_is_lost() {
     assert_all(&counts, (CLOSED, BUDGETED), 503);
     assert_all(&counts, (LOCAL, FREE), 200);
     assert_all(&counts, (LOCAL, BUDGETED), 200);
-    let refusal: serde_json::Value =
-        serde_json::from_str(&load.body_of(REDIS_DOWN, CLOSED, BUDGETED, 503).unwrap()).unwrap();
-    assert_eq!(refusal["error"]["type"], "server_error", "{refusal}");
-    assert!(
-        refusal["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Redis"),
-        "{refusal}"
-    );
+    assert_all(&counts, (CLOSED, RATED), 503);
+    assert_all(&counts, (LOCAL, RATED), 200);
+    for key in [BUDGETED, RATED] {
+        let body = load.body_of(REDIS_DOWN, CLOSED, key, 503).unwrap();
+        let refusal: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(refusal["error"]["type"], "server_error", "{refusal}");
+        let message = refusal["error"]["message"].as_str().unwrap();
+        assert!(message.contains("in Redis"), "{refusal}");
+    }
 
     // Redis back (empty: accounts are reloaded from the database).
     let restarted = Instant::now();
