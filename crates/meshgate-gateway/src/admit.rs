@@ -98,18 +98,33 @@ pub async fn admit(
     }
 
     let (checks, rate_scopes) = rate_checks(&project, principal);
-    state
-        .rate_limits
-        .admit_call(&checks, now_ms)
-        .await
-        .map_err(|denial| match denial {
-            RateDenial::Limited(refusal) => {
-                GatewayError::new(ErrorKind::RateLimited, refusal.message())
-                    .with_code("rate_limit_exceeded")
-                    .with_headers(refusal.headers())
-            }
-            RateDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
-        })?;
+    // With `redis_unavailable = "local"`, limits Redis cannot check are checked in this
+    // instance's memory instead (see `crate::degraded`); else the call fails closed.
+    let local = state.local_limits.as_deref();
+    let mut limiter = state.rate_limits.clone();
+    let mut budgets = state.budgets.clone();
+    // Whether this call's limits are this instance's own.
+    let mut on_local = false;
+    if let Some(local) = local.filter(|l| l.skipping_redis(now_ms)) {
+        (budgets, limiter) = local.take("Redis failed a call within the last second");
+        on_local = true;
+    }
+    let rated = match (limiter.admit_call(&checks, now_ms).await, local) {
+        (Err(RateDenial::Unavailable(why)), Some(local)) if !on_local => {
+            (budgets, limiter) = local.redis_failed(now_ms, &why);
+            on_local = true;
+            limiter.admit_call(&checks, now_ms).await
+        }
+        (rated, _) => rated,
+    };
+    rated.map_err(|denial| match denial {
+        RateDenial::Limited(refusal) => {
+            GatewayError::new(ErrorKind::RateLimited, refusal.message())
+                .with_code("rate_limit_exceeded")
+                .with_headers(refusal.headers())
+        }
+        RateDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
+    })?;
 
     let needs = budget_needs(&project, principal, now_ms);
     let estimate = prices
@@ -128,28 +143,40 @@ pub async fn admit(
         }
         None => estimate,
     };
-    let reservation =
-        state
-            .budgets
-            .admit(&needs, with_markup)
-            .await
-            .map_err(|denial| match denial {
-                BudgetDenial::Refused(refusal) => {
-                    let code = if matches!(refusal.account, Account::Credits(_)) {
-                        "insufficient_credits"
-                    } else {
-                        "budget_exceeded"
-                    };
-                    GatewayError::new(ErrorKind::PaymentRequired, refusal.message).with_code(code)
-                }
-                BudgetDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
-            })?;
+    let reserved = match (budgets.admit(&needs, with_markup).await, local) {
+        // Shared accounts that Redis could not check (not the database: an account that
+        // must be read from it fails closed either way).
+        (Err(BudgetDenial::Unavailable(why)), Some(local))
+            if !on_local && why.starts_with(crate::budget::REDIS_UNAVAILABLE) =>
+        {
+            budgets = local.redis_failed(now_ms, &why).0;
+            budgets.admit(&needs, with_markup).await
+        }
+        (reserved, Some(local)) => {
+            if reserved.is_ok() && !on_local && !(needs.is_empty() && checks.is_empty()) {
+                local.redis_answered();
+            }
+            reserved
+        }
+        (reserved, None) => reserved,
+    };
+    let reservation = reserved.map_err(|denial| match denial {
+        BudgetDenial::Refused(refusal) => {
+            let code = if matches!(refusal.account, Account::Credits(_)) {
+                "insufficient_credits"
+            } else {
+                "budget_exceeded"
+            };
+            GatewayError::new(ErrorKind::PaymentRequired, refusal.message).with_code(code)
+        }
+        BudgetDenial::Unavailable(why) => GatewayError::new(ErrorKind::Unavailable, why),
+    })?;
     Ok(Admission {
         price,
         charges: Charges {
-            budgets: state.budgets.clone(),
+            budgets,
             reservation,
-            limiter: state.rate_limits.clone(),
+            limiter,
             rate_scopes,
             markup_percent,
             debit_credits: project.credits_enforced,

@@ -109,6 +109,9 @@ pub struct Reservation {
     shared_id: Option<String>,
 }
 
+/// How the refusal of a call whose shared accounts Redis could not check begins.
+pub const REDIS_UNAVAILABLE: &str = "cannot check budgets in Redis";
+
 /// Why a call may not reserve: an account refused, or the shared state cannot be reached
 /// (then the call is refused: budgets that cannot be checked fail closed).
 #[derive(Debug)]

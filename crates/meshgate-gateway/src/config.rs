@@ -27,6 +27,8 @@ pub struct Config {
     pub postgres_limits: bool,
     /// Prefix of every key meshgate writes in Redis (fleets sharing one Redis apart).
     pub redis_prefix: String,
+    /// What a call with a rate limit, budget or credits gets while Redis cannot be reached.
+    pub redis_unavailable: RedisUnavailable,
     /// Base URL clients reach meshgate at, used to rewrite batch `results_url`s;
     /// empty means `http://<Host header>`.
     pub public_url: String,
@@ -39,6 +41,20 @@ pub struct Config {
     pub auth: AuthConfig,
     pub budgets: BudgetConfig,
     pub routing: RoutingConfig,
+}
+
+/// `redis_unavailable`: how limits that live in Redis are enforced while it is away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisUnavailable {
+    /// Fail closed: a call that has a rate limit, a budget or credits to check is refused
+    /// with 503 (calls with none of them pass).
+    #[default]
+    Closed,
+    /// Each instance enforces the limits alone, in its own memory, as without Redis
+    /// (budgets loaded from the database's ledger), until Redis answers again: the fleet
+    /// may then admit up to N times a limit.
+    Local,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +205,9 @@ pub struct Timeouts {
     pub between_chunks_ms: u64,
     /// How long SIGTERM waits for in-flight calls before cutting them.
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM, how long meshgate goes on accepting calls while `/readyz` answers 503
+    /// (draining), so that load balancers stop sending calls before it stops listening.
+    pub drain_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -281,6 +300,7 @@ impl Default for Config {
             redis_url: String::new(),
             postgres_limits: true,
             redis_prefix: "meshgate:".into(),
+            redis_unavailable: RedisUnavailable::Closed,
             public_url: String::new(),
             server: ServerConfig::default(),
             limits: Limits::default(),
@@ -310,6 +330,7 @@ impl Default for Timeouts {
             first_byte_ms: 600_000,
             between_chunks_ms: 300_000,
             shutdown_grace_ms: 30_000,
+            drain_delay_ms: 0,
         }
     }
 }
@@ -377,6 +398,9 @@ impl Timeouts {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 }
 

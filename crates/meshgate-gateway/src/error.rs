@@ -50,6 +50,22 @@ impl GatewayError {
         }
     }
 
+    /// A store error met while serving a call: 503 when the database cannot be reached
+    /// (what needs it to decide fails closed, and the client may retry), else 500.
+    pub fn storage(e: &meshgate_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            GatewayError::new(
+                ErrorKind::Unavailable,
+                "the database is unavailable; retry later",
+            )
+            .with_code("database_unavailable")
+        } else {
+            tracing::error!(error = %e, "store error");
+            GatewayError::new(ErrorKind::Internal, "storage error")
+        }
+    }
+
     pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
         self.headers = Some(Box::new(headers));
         self

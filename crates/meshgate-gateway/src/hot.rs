@@ -217,9 +217,17 @@ pub struct RedisHot {
 
 impl RedisHot {
     /// Connects (failing now if Redis is unreachable) under `prefix` (e.g. `meshgate:`).
+    /// Later, while Redis is away, each command fails within about a second (one quick
+    /// reconnection attempt, bounded connect and response times) rather than holding the
+    /// call, and the connection comes back on its own with Redis.
     pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<RedisHot> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_factor(50)
+            .set_connection_timeout(std::time::Duration::from_secs(1))
+            .set_response_timeout(std::time::Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         let with = |body: &str| Script::new(&format!("{LUA_EXACT}\n{body}"));
         Ok(RedisHot {
             conn,

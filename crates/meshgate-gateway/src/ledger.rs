@@ -4,14 +4,24 @@
 //! in a local file before their calls' responses end.
 //! Readers waiting for an event to appear (the per-call event lookup) watch a counter of
 //! written batches.
+//!
+//! **The database away.** A batch the database refuses is retried a few times (about 1.5 s),
+//! then saved to the fallback file (`<data_dir>/unwritten-usage-events.jsonl`, synced) and
+//! the writer enters an outage: later batches go straight to that file, and the writer
+//! retries writing the file into the database with a growing delay (at most
+//! [`MAX_RETRY_DELAY`]), and at once when someone flushes. Once the database takes them it
+//! leaves the outage. Writing the file skips the events the database already holds (a
+//! write whose commit was acknowledged too late to be seen), so none is counted twice, and
+//! a run that stops meanwhile leaves the file to the next start. No event is lost either
+//! way, and memory stays flat however long the outage lasts.
 
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -40,6 +50,8 @@ pub struct Ledger {
     written: Arc<watch::Sender<u64>>,
     /// Notes calls in flight (with a spool), for a restart after a crash.
     journal: Option<Arc<crate::inflight::Journal>>,
+    /// Events waiting in the fallback file for the database to come back.
+    unwritten: Arc<AtomicUsize>,
 }
 
 /// Where the request path's messages go first.
@@ -90,6 +102,7 @@ impl Ledger {
             Some((_, SpoolMode::Off)) | None => Sink::Writer(tx.clone()),
         };
         let written = Arc::new(watch::Sender::new(0));
+        let unwritten = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(write_loop(
             store,
             rx,
@@ -100,6 +113,7 @@ impl Ledger {
             Progress {
                 written: written.clone(),
                 committed: committed.clone(),
+                unwritten: unwritten.clone(),
             },
         ));
         Ok((
@@ -108,6 +122,7 @@ impl Ledger {
                 urgent,
                 written,
                 journal: None,
+                unwritten,
             },
             task,
         ))
@@ -183,6 +198,12 @@ impl Ledger {
     /// A receiver that sees a change each time a batch of events has been written.
     pub fn written(&self) -> watch::Receiver<u64> {
         self.written.subscribe()
+    }
+
+    /// How many usage events wait in the fallback file for the database (0 unless it is
+    /// away, or has just come back).
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Relaxed)
     }
 
     /// Writes what is queued and stops the writer; await its task afterwards.
@@ -261,6 +282,41 @@ struct Progress {
     written: Arc<watch::Sender<u64>>,
     /// The spool sequence number written up to (the spool drops what is below).
     committed: Arc<AtomicU64>,
+    /// Events in the fallback file during an outage.
+    unwritten: Arc<AtomicUsize>,
+}
+
+/// The longest wait between two attempts to write the fallback file to the database.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How long a probe of the database may take during an outage.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The database is away: events go to the fallback file until it takes them again.
+struct Outage {
+    since: Instant,
+    /// Events saved to the fallback file since the outage began.
+    saved: usize,
+    delay: Duration,
+    next_try: tokio::time::Instant,
+}
+
+impl Outage {
+    fn begin() -> Outage {
+        tracing::error!("the database does not take usage events; keeping them in the fallback file until it does");
+        Outage {
+            since: Instant::now(),
+            saved: 0,
+            delay: FIRST_RETRY_DELAY,
+            next_try: tokio::time::Instant::now() + FIRST_RETRY_DELAY,
+        }
+    }
+}
+
+/// What woke the writer.
+enum Wake {
+    Message(Option<Message>),
+    Retry,
 }
 
 async fn write_loop(
@@ -272,10 +328,31 @@ async fn write_loop(
     fallback: PathBuf,
     progress: Progress,
 ) {
-    let Progress { written, committed } = progress;
     let mut pending = Pending::default();
+    let mut outage: Option<Outage> = None;
     while !pending.closing {
-        let Some(first) = rx.recv().await else { break };
+        let wake = match outage.as_ref().map(|o| o.next_try) {
+            None => Wake::Message(rx.recv().await),
+            Some(at) => tokio::select! {
+                message = rx.recv() => Wake::Message(message),
+                () = tokio::time::sleep_until(at) => Wake::Retry,
+            },
+        };
+        let first = match wake {
+            Wake::Retry => {
+                recover(
+                    store.as_ref(),
+                    &fallback,
+                    batch_size,
+                    &mut outage,
+                    &progress,
+                )
+                .await;
+                continue;
+            }
+            Wake::Message(None) => break,
+            Wake::Message(Some(message)) => message,
+        };
         pending.take(first);
         // Let events gather for one window: one transaction, and one wake-up of this
         // task, for all calls that end meanwhile. A flush or the shutdown cuts it short.
@@ -288,21 +365,45 @@ async fn write_loop(
         while let Ok(message) = rx.try_recv() {
             pending.take(message);
         }
+        let mut wrote = false;
         for (chunk, debit) in pending
             .events
             .chunks(batch_size)
             .zip(pending.debit.chunks(batch_size))
         {
-            write_batch(store.as_ref(), chunk, debit, &fallback).await;
+            if outage.is_none() {
+                if write_batch(store.as_ref(), chunk, debit).await {
+                    wrote = true;
+                    continue;
+                }
+                outage = Some(Outage::begin());
+            }
+            if let Some(outage) = &mut outage {
+                save(&fallback, chunk, debit);
+                outage.saved += chunk.len();
+                progress.unwritten.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
         }
-        if !pending.events.is_empty() {
-            written.send_modify(|batches| *batches += 1);
+        if wrote {
+            progress.written.send_modify(|batches| *batches += 1);
         }
         pending.events.clear();
         pending.debit.clear();
         // Written (or saved to the fallback file): the spool may drop them.
         if let Some(seq) = pending.last_seq.take() {
-            committed.store(seq, Ordering::Release);
+            progress.committed.store(seq, Ordering::Release);
+        }
+        // Whoever flushes wants the events in the database: try now rather than at the
+        // next retry (the shutdown too, so that a database back in time gets them).
+        if outage.is_some() && pending.urgent() {
+            recover(
+                store.as_ref(),
+                &fallback,
+                batch_size,
+                &mut outage,
+                &progress,
+            )
+            .await;
         }
         if !pending.owners.is_empty() {
             if let Err(e) = store.record_owners(&pending.owners).await {
@@ -346,27 +447,86 @@ pub(crate) fn debits(events: &[UsageEvent], debit: &[bool]) -> Vec<CreditEntry> 
         .collect()
 }
 
-async fn write_batch(
-    store: &dyn Store,
-    events: &[UsageEvent],
-    debit: &[bool],
-    fallback: &std::path::Path,
-) {
+/// Writes one batch, retrying a few times (about 1.5 s in all) unless the database is
+/// plainly unreachable; false if it would not take it.
+async fn write_batch(store: &dyn Store, events: &[UsageEvent], debit: &[bool]) -> bool {
     let credit_entries = debits(events, debit);
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
         match store.insert_usage(events, &credit_entries).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(attempt, error = %e, count = events.len(), "writing usage events failed");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                if e.is_unavailable() {
+                    return false;
+                }
+                if attempt < 5 {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
             }
         }
     }
+    false
+}
+
+/// Appends events to the fallback file (synced).
+fn save(fallback: &std::path::Path, events: &[UsageEvent], debit: &[bool]) {
     if let Err(e) = crate::spool::append_fallback(fallback, events, debit) {
-        tracing::error!(error = %e, count = events.len(), path = %fallback.display(), "usage events could not be saved anywhere");
+        // Still in the spool only if the process dies before its next start; with the
+        // spool off, in no file at all.
+        tracing::error!(error = %e, count = events.len(), path = %fallback.display(), "usage events could not be saved to the fallback file");
+    }
+}
+
+/// One attempt to end an outage: writes the fallback file to the database (skipping what
+/// it holds already). On failure, the next attempt waits twice as long, up to
+/// [`MAX_RETRY_DELAY`]. A database that answers but refuses the events themselves ends
+/// the outage too (new events go to it again); the file then waits for the next start.
+async fn recover(
+    store: &dyn Store,
+    fallback: &std::path::Path,
+    batch_size: usize,
+    outage: &mut Option<Outage>,
+    progress: &Progress,
+) {
+    let Some(current) = outage.as_mut() else {
+        return;
+    };
+    // A quick look first: a database that is away may take the pool's whole acquire
+    // timeout to say so.
+    let answers = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
+        Ok(Ok(()))
+    );
+    let replayed = if answers {
+        crate::spool::replay_file(store, fallback, batch_size).await
     } else {
-        tracing::error!(count = events.len(), path = %fallback.display(), "usage events saved to the fallback file");
+        Err(anyhow::anyhow!(
+            "no answer to a ping within {} ms",
+            PROBE_TIMEOUT.as_millis()
+        ))
+    };
+    match replayed {
+        Ok(written) => {
+            tracing::warn!(
+                written,
+                saved = current.saved,
+                down_ms = current.since.elapsed().as_millis() as u64,
+                "the database takes usage events again; wrote those saved meanwhile"
+            );
+            *outage = None;
+            progress.unwritten.store(0, Ordering::Relaxed);
+            progress.written.send_modify(|batches| *batches += 1);
+        }
+        Err(e) if answers && store.ping().await.is_ok() => {
+            tracing::error!(error = %e, path = %fallback.display(), "the database answers but refuses the saved usage events; they stay in the file for the next start");
+            *outage = None;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the database is still away");
+            current.delay = (current.delay * 2).min(MAX_RETRY_DELAY);
+            current.next_try = tokio::time::Instant::now() + current.delay;
+        }
     }
 }

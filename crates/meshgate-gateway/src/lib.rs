@@ -15,6 +15,7 @@
 //! - `changes`: applies changes other instances make to a shared database to the caches.
 //! - `budget`, `limits`: budgets and credits reserved per call; rate limits.
 //! - `shared`: where a fleet shares those: `hot` (Redis) or `pghot` (PostgreSQL alone).
+//! - `degraded`: what each operation does while PostgreSQL or Redis is away.
 //! - `admin`: the admin REST API.
 //! - `server`, `state`, `config`, `error`: serving, shared state, settings, refusals.
 //! - `wav`: the duration of WAV uploads, for transcriptions that report no usage.
@@ -27,6 +28,7 @@ pub mod changes;
 pub mod classify;
 pub mod config;
 pub mod conn;
+pub mod degraded;
 pub mod error;
 pub mod hot;
 pub mod inflight;

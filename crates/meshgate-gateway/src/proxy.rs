@@ -1054,8 +1054,7 @@ async fn only_own_batches(
 }
 
 fn storage_error(e: meshgate_store::StoreError) -> GatewayError {
-    tracing::error!(error = %e, "store error");
-    GatewayError::new(ErrorKind::Internal, "storage error")
+    GatewayError::storage(&e)
 }
 
 /// Replaces `upstream_v1` with `public_v1` at the start of every `results_url` in a batch

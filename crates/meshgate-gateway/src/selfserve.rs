@@ -233,8 +233,7 @@ async fn usage_event(
 }
 
 fn storage(e: meshgate_store::StoreError) -> GatewayError {
-    tracing::error!(error = %e, "store error serving a caller's own data");
-    GatewayError::new(ErrorKind::Internal, "storage error")
+    GatewayError::storage(&e)
 }
 
 /// Who the caller is, what it may use and what it has left.

@@ -1,6 +1,8 @@
 //! The server: accepts connections (TCP_NODELAY, HTTP/1.1 and HTTP/2), routes admin and
-//! proxied calls, and on shutdown stops accepting, lets in-flight calls finish within the
-//! grace period, then flushes the ledger. `meshgate serve` runs one single-threaded runtime
+//! proxied calls, and on shutdown (SIGTERM, for a rolling restart) turns `/readyz` to 503,
+//! keeps accepting for `timeouts.drain_delay_ms` (0 by default), then stops accepting,
+//! closes idle connections, lets in-flight calls (streams included) finish within the
+//! grace period, and flushes the ledger. `meshgate serve` runs one single-threaded runtime
 //! per serving thread, each with its own listener (`SO_REUSEPORT`) and provider pool, so
 //! that a call is served by one thread from accept to settlement.
 
@@ -18,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -26,7 +29,8 @@ use tokio::task::JoinSet;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        // Liveness: the process serves. Readiness: it can also reach its database.
+        // Liveness: the process serves. Readiness: it can also reach its database and
+        // Redis, and is not draining.
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(admin::router())
@@ -36,24 +40,83 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// How long `/readyz` waits for the database before calling it unavailable.
+/// How long `/readyz` waits for the database (and Redis) before calling it unavailable.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `/readyz`: 200 when a trivial query succeeds within [`READY_TIMEOUT`], else 503 with the
-/// reason, so that a load balancer sends calls elsewhere while the database is away.
+/// `/readyz`: 200 when a trivial query succeeds within [`READY_TIMEOUT`] and Redis (when
+/// configured) answers PING, else 503 with the reason, so that a load balancer sends calls
+/// elsewhere meanwhile; 503 `draining` from SIGTERM on. With `redis_unavailable =
+/// "local"` an unreachable Redis leaves the instance ready (it serves every call, with
+/// limits of its own), and the body says so.
 async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
-    let reason = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => return (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Ok(Err(e)) => format!("database unavailable: {e}"),
-        Err(_) => format!(
-            "database unavailable: no answer within {} ms",
-            READY_TIMEOUT.as_millis()
-        ),
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "draining", "reason": "shutting down: finishing in-flight calls"}),
+            ),
+        );
+    }
+    let database = probe("database", state.store.ping());
+    let redis = async {
+        match &state.hot {
+            Some(hot) => probe("redis", hot.ping()).await,
+            None => None,
+        }
     };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"status": "unavailable", "reason": reason})),
-    )
+    let (database, redis) = tokio::join!(database, redis);
+    let unwritten = state.ledger.unwritten();
+    let redis_tolerated = state.local_limits.is_some();
+    let mut body = json!({"status": "ready"});
+    if unwritten > 0 {
+        body["unwritten_usage_events"] = json!(unwritten);
+    }
+    let mut reasons = Vec::new();
+    reasons.extend(database);
+    match redis {
+        Some(why) if redis_tolerated => {
+            body["degraded"] = json!(format!("{why}; limits enforced by this instance alone"));
+        }
+        Some(why) => reasons.push(why),
+        None => {}
+    }
+    if reasons.is_empty() {
+        return (StatusCode::OK, Json(body));
+    }
+    body["status"] = json!("unavailable");
+    body["reason"] = json!(reasons.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+}
+
+/// Why `what` is unavailable, if `check` fails or takes over [`READY_TIMEOUT`].
+async fn probe<E: std::fmt::Display>(
+    what: &str,
+    check: impl Future<Output = Result<(), E>>,
+) -> Option<String> {
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{what} unavailable: {e}")),
+        Err(_) => Some(format!(
+            "{what} unavailable: no answer within {} ms",
+            READY_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+/// What follows the shutdown signal before serving threads stop accepting: `/readyz`
+/// turns 503 at once, and calls are still accepted for `timeouts.drain_delay_ms`, so that
+/// load balancers probing it stop sending calls first.
+async fn drain_start(state: &AppState, shutdown: impl Future<Output = ()>) {
+    shutdown.await;
+    state.draining.store(true, Ordering::Relaxed);
+    let delay = state.config.timeouts.drain_delay();
+    if !delay.is_zero() {
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "draining: /readyz answers 503; still accepting calls"
+        );
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// Serves `listener` on the current runtime until `shutdown` resolves, then drains
@@ -64,7 +127,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    accept_loop(state.clone(), listener, shutdown).await;
+    accept_loop(state.clone(), listener, drain_start(&state, shutdown)).await;
     state.ledger.close();
     Ok(())
 }
@@ -117,7 +180,7 @@ pub async fn serve_threads(
         }
     }
     if failed.is_none() {
-        shutdown.await;
+        drain_start(&state, shutdown).await;
     }
     let _ = stop.send(true);
     for done in threads {

@@ -274,13 +274,35 @@ pub(crate) async fn write_files(
 ) -> anyhow::Result<usize> {
     let mut written = 0;
     for path in files {
-        let entries = read_entries(path)?;
-        for chunk in entries.chunks(batch_size.max(1)) {
-            written += write_missing(store, chunk).await?;
-        }
+        written += write_file(store, path, batch_size).await?;
     }
     for path in files {
         std::fs::remove_file(path)?;
+    }
+    Ok(written)
+}
+
+/// Writes the events of one spool or fallback file that the database does not hold yet,
+/// then removes the file; returns how many were written. Idempotent: a run cut short
+/// leaves the file, and the next skips what the first wrote.
+pub(crate) async fn replay_file(
+    store: &dyn Store,
+    path: &Path,
+    batch_size: usize,
+) -> anyhow::Result<usize> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let written = write_file(store, path, batch_size).await?;
+    std::fs::remove_file(path)?;
+    Ok(written)
+}
+
+async fn write_file(store: &dyn Store, path: &Path, batch_size: usize) -> anyhow::Result<usize> {
+    let mut written = 0;
+    let entries = read_entries(path)?;
+    for chunk in entries.chunks(batch_size.max(1)) {
+        written += write_missing(store, chunk).await?;
     }
     Ok(written)
 }
@@ -328,8 +350,8 @@ async fn write_missing(store: &dyn Store, entries: &[Entry]) -> anyhow::Result<u
     Ok(events.len())
 }
 
-/// Appends events the database refused (after retries) to `path`, synced; [`replay`] writes
-/// them at the next start.
+/// Appends events the database refused (after retries) to `path`, synced; the ledger writes
+/// them once the database answers again ([`replay_file`]), or [`replay`] at the next start.
 pub(crate) fn append_fallback(
     path: &Path,
     events: &[UsageEvent],

@@ -5,6 +5,7 @@ use crate::auth::{self, KeyCache};
 use crate::budget::Budgets;
 use crate::config::Config;
 use crate::conn::Pool;
+use crate::degraded::LocalLimits;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::owners::Owners;
@@ -19,6 +20,7 @@ use meshgate_pricing::Catalog;
 use meshgate_store::Store;
 use meshgate_types::Surface;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -48,6 +50,12 @@ pub struct AppState {
     pub owners: Arc<Owners>,
     /// Deployments, aliases, fallbacks and provider health.
     pub router: Arc<Router>,
+    /// The Redis a fleet shares, when configured (for readiness).
+    pub hot: Option<Arc<crate::hot::RedisHot>>,
+    /// With `redis_unavailable = "local"`: the limits used while Redis is away.
+    pub local_limits: Option<Arc<LocalLimits>>,
+    /// Set at SIGTERM: `/readyz` answers 503 while calls drain.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin token and whether it was made just now (then it is shown once).
@@ -158,7 +166,13 @@ impl AppState {
             .transpose()
             .context("invalid [auth.oauth] settings")?
             .map(Arc::new);
-        let (budgets, rate_limits) = match shared_state(&config).await? {
+        let shared = shared_state(&config).await?;
+        // Redis, when it holds the fleet's limits: /readyz and the `local` fallback watch it.
+        let hot = match &shared {
+            Some(crate::shared::Shared::Redis(hot)) => Some(hot.clone()),
+            _ => None,
+        };
+        let (budgets, rate_limits) = match shared {
             Some(shared) => (
                 Budgets::shared(store.clone(), shared.clone()),
                 RateLimiter::shared(shared),
@@ -169,6 +183,9 @@ impl AppState {
             ),
             None => (Budgets::new(store.clone()), RateLimiter::default()),
         };
+        let local_limits = (hot.is_some()
+            && config.redis_unavailable == crate::config::RedisUnavailable::Local)
+            .then(|| Arc::new(LocalLimits::new(store.clone())));
         let pool = upstream::build_pool(&config)?;
         let openai =
             Provider::from_config("openai", Surface::OpenAi, &config.providers.openai, env);
@@ -200,6 +217,9 @@ impl AppState {
             delegation_secret: secrets.derive("meshgate delegation v1"),
             secrets: Arc::new(secrets),
             oauth,
+            hot,
+            local_limits,
+            draining: Arc::default(),
         };
         Ok((Arc::new(state), ledger_task, admin))
     }
@@ -225,6 +245,9 @@ impl AppState {
             oauth: self.oauth.clone(),
             owners: self.owners.clone(),
             router: self.router.clone(),
+            hot: self.hot.clone(),
+            local_limits: self.local_limits.clone(),
+            draining: self.draining.clone(),
         })
     }
 

@@ -31,7 +31,8 @@ use async_trait::async_trait;
 use meshgate_types::Money;
 use std::sync::Arc;
 
-/// What can go wrong in storage; mapped to a 500 at the HTTP edge.
+/// What can go wrong in storage; mapped to a 503 at the HTTP edge when the database cannot
+/// be reached ([`StoreError::is_unavailable`]), else a 500.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -42,6 +43,30 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// The database could not be reached or is shutting down (the same call may succeed
+    /// later), as opposed to a statement it refused or a record it holds being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), 57P01-57P03 (the server is
+            // shutting down or starting), 53 (out of connections or memory).
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// Opens the store a URL names: `postgres://` (or `postgresql://`) for [`PgStore`], `sqlite:`
@@ -190,5 +215,24 @@ pub trait Store: Send + Sync + 'static {
     /// [`Change::Resync`] once it listens, and sends it again after every reconnection.
     fn changes(&self) -> Option<tokio::sync::mpsc::Receiver<Change>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn unreachable_databases_are_told_from_refused_statements() {
+        let unreachable = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        ];
+        for e in unreachable {
+            assert!(StoreError::Database(e).is_unavailable());
+        }
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Corrupt("bad".into()).is_unavailable());
     }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{serve_with, BIN};
+use common::{serve_with, usage_request_ids, BIN};
 use meshgate_mock::MockServer;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -128,29 +128,8 @@ async fn sigkill_under_load(config: Option<&str>) {
     let server = serve_with(dir.path(), &mock, &args);
     let admin_token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
     let mut per_request: HashMap<String, usize> = HashMap::new();
-    let mut before: Option<String> = None;
-    loop {
-        let mut url = format!("{}/admin/v1/usage?limit=1000", server.base);
-        if let Some(b) = &before {
-            url.push_str(&format!("&before={b}"));
-        }
-        let page: serde_json::Value = http
-            .get(url)
-            .bearer_auth(admin_token.trim())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for event in page["data"].as_array().unwrap() {
-            let id = event["request_id"].as_str().unwrap().to_string();
-            *per_request.entry(id).or_default() += 1;
-        }
-        match page["next_before"].as_str() {
-            Some(b) => before = Some(b.to_string()),
-            None => break,
-        }
+    for id in usage_request_ids(&http, &server.base, admin_token.trim()).await {
+        *per_request.entry(id).or_default() += 1;
     }
     let missing: Vec<&String> = completed
         .iter()

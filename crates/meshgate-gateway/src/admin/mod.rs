@@ -179,6 +179,13 @@ impl IntoResponse for AdminError {
 
 impl From<meshgate_store::StoreError> for AdminError {
     fn from(e: meshgate_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "admin call while the database is unavailable");
+            return AdminError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry later".into(),
+            );
+        }
         tracing::error!(error = %e, "admin store error");
         AdminError::internal("storage error")
     }

@@ -107,3 +107,36 @@ pub fn serve_instance(
         banner: vec![first],
     }
 }
+
+/// The `request_id` of every usage event in the ledger of the gateway at `base`, newest
+/// first, read page by page from the admin API (which flushes that instance's writer).
+pub async fn usage_request_ids(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/admin/v1/usage?limit=1000");
+        if let Some(b) = &before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: serde_json::Value = http
+            .get(url)
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for event in page["data"].as_array().unwrap() {
+            ids.push(event["request_id"].as_str().unwrap().to_string());
+        }
+        match page["next_before"].as_str() {
+            Some(b) => before = Some(b.to_string()),
+            None => return ids,
+        }
+    }
+}
