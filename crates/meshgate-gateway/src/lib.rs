@@ -7,6 +7,7 @@
 //! - `auth`: meshgate keys, their cache, the admin token.
 //! - `proxy`: the lifecycle, one function per phase (accept .. send).
 //! - `upstream`: header rules, the provider key, sending.
+//! - `splice`: byte-preserving edits of a request body's top-level members.
 //! - `conn`: provider connections, pooled, driven by the body that reads them.
 //! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
@@ -44,6 +45,7 @@ pub mod selfserve;
 pub mod server;
 pub mod settle;
 pub mod shared;
+pub mod splice;
 pub mod spool;
 pub mod state;
 pub mod tenants;

@@ -699,7 +699,8 @@ fn candidates_deployments(
 }
 
 /// The body for one attempt: unchanged when it asks for what the client sent; else the
-/// attempt's model in `model`, and without the routing fields meshgate consumed.
+/// attempt's model in `model`, and without the routing fields meshgate consumed. Every
+/// other byte stays as the client sent it (prompt-cache prefixes and schema key order).
 fn body_for(
     info: &RequestInfo,
     body: &Bytes,
@@ -710,23 +711,10 @@ fn body_for(
     if same_model && !info.has_routing_fields {
         return body.clone();
     }
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return body.clone();
-    };
-    let Some(object) = value.as_object_mut() else {
-        return body.clone();
-    };
-    object.remove("models");
-    object.remove("route");
-    if !same_model {
-        object.insert(
-            "model".into(),
-            serde_json::Value::String(candidate.model.clone()),
-        );
-    }
-    serde_json::to_vec(&value)
+    let model = (!same_model).then_some(candidate.model.as_str());
+    crate::splice::edit_members(body, model, &["models", "route"])
         .map(Bytes::from)
-        .unwrap_or_else(|_| body.clone())
+        .unwrap_or_else(|| body.clone())
 }
 
 /// `retry-after` in seconds (or `retry-after-ms`, as OpenAI sends).
