@@ -105,7 +105,12 @@ def test_openai_tools_reach_a_claude_model_and_come_back(oai: openai.OpenAI) -> 
 def test_untranslatable_fields_are_refused_by_name(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         oai.chat.completions.create(model="claude-haiku-4-5", messages=MESSAGES, n=2)
-    assert "n" in refused.value.message
+    error = refused.value.body
+    assert isinstance(error, dict), error
+    # The refused field by name, in `param` and at the head of the message.
+    assert error["param"] == "n", error
+    assert error["code"] == "untranslatable_field", error
+    assert error["message"].startswith("n: "), error
 
 
 def test_anthropic_client_to_a_gpt_model(

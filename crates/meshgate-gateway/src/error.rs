@@ -34,7 +34,8 @@ pub struct GatewayError {
     pub message: String,
     /// OpenAI `code` (Anthropic has none at this level).
     pub code: Option<&'static str>,
-    pub param: Option<&'static str>,
+    /// The request field at fault (OpenAI `param`).
+    pub param: Option<std::borrow::Cow<'static, str>>,
     /// Extra response headers (`retry-after`, rate-limit headers).
     pub headers: Option<Box<http::HeaderMap>>,
 }
@@ -76,8 +77,8 @@ impl GatewayError {
         self
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 

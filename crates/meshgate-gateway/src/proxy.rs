@@ -652,20 +652,25 @@ fn attempt_request(
         &translate::RequestOptions::default(),
     )
     .map_err(|e| {
-        // `param` is static in the error shape: the field is named in the message.
+        // The field is named in `param` (OpenAI's shape) and in the message (both shapes).
         let field = if e.param.is_empty() {
             String::new()
         } else {
             format!("{}: ", e.param)
         };
-        GatewayError::new(
+        let error = GatewayError::new(
             ErrorKind::InvalidRequest,
             format!(
                 "{field}{} (the call is translated for model {model})",
                 e.message
             ),
         )
-        .with_code("untranslatable_field")
+        .with_code("untranslatable_field");
+        if e.param.is_empty() {
+            error
+        } else {
+            error.with_param(e.param)
+        }
     })?;
     let mut body = translated.body;
     if upstream == Format::OpenAiChat && info.stream {

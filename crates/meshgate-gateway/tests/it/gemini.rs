@@ -346,6 +346,10 @@ async fn untranslatable_fields_are_refused_before_anything_is_sent() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["code"], "untranslatable_field");
+    assert_eq!(
+        body["error"]["param"],
+        "messages[0].content[0].image_url.url"
+    );
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("messages[0].content[0].image_url.url"),
