@@ -73,8 +73,21 @@ pub struct RoutingConfig {
     pub max_backoff_ms: u64,
     /// Consecutive failures that open a deployment's circuit breaker.
     pub breaker_failures: u32,
-    /// How long an open breaker waits before one probe call.
+    /// How long an open breaker waits before one probe call; also how long latency
+    /// samples count for judging a deployment slow.
     pub breaker_cooldown_ms: u64,
+    /// Failed share of a deployment's recent outcomes that opens its breaker (0: off).
+    pub breaker_error_rate: f64,
+    /// How many recent outcomes the error rate is taken over.
+    pub breaker_window: u32,
+    /// Fewest recent outcomes before the error rate may open a breaker.
+    pub breaker_min_requests: u32,
+    /// A deployment whose recent latency to the response head is this many times its
+    /// fastest sibling's is slow: tried after the others (0: off).
+    pub slow_factor: f64,
+    /// A deployment whose recent latency is above this is slow whatever its siblings do
+    /// (0: off).
+    pub slow_latency_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -87,6 +100,11 @@ impl Default for RoutingConfig {
             max_backoff_ms: 2000,
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
+            breaker_error_rate: 0.5,
+            breaker_window: 20,
+            breaker_min_requests: 10,
+            slow_factor: 3.0,
+            slow_latency_ms: 0,
         }
     }
 }

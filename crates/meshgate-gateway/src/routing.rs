@@ -143,9 +143,11 @@ impl Router {
         out
     }
 
-    /// The deployments that may serve `candidate`, best first: healthy ones in weighted
-    /// random order, then those whose breaker is open (tried only when nothing else is left
-    /// in the whole plan: see [`Health::allow`]).
+    /// The deployments that may serve `candidate`, best first: in weighted random order,
+    /// slow ones (see [`Router::slow`]) after the others, and last those whose breaker is
+    /// open. The send loop asks [`Health::allow`] before each: an open deployment is skipped
+    /// until its cooldown has passed (then it gets one probe), so when every breaker is
+    /// open the call gets a 503 `no_healthy_deployment`.
     pub fn deployments_for(&self, candidate: &Candidate) -> Vec<Arc<Deployment>> {
         let mut pool: Vec<Arc<Deployment>> = self
             .deployments
@@ -172,8 +174,38 @@ impl Router {
                 .unwrap_or(0);
             ordered.push(pool.swap_remove(index));
         }
-        ordered.sort_by_key(|d| !d.health.available());
-        ordered
+        let slow: Vec<bool> = ordered.iter().map(|d| self.slow(d, &ordered)).collect();
+        let mut keyed: Vec<((bool, bool), Arc<Deployment>)> = ordered
+            .into_iter()
+            .zip(slow)
+            .map(|(d, slow)| ((!d.health.available(), slow), d))
+            .collect();
+        // Stable: the weighted order holds within each group.
+        keyed.sort_by_key(|(key, _)| *key);
+        keyed.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Whether `d` answers slowly: its recent latency is above `slow_latency_ms` (when set),
+    /// or `slow_factor` times (and at least 25 ms more than) the fastest of `siblings`. A
+    /// slow deployment is tried after the others, not skipped; once its samples are older
+    /// than the breaker cooldown it is judged afresh.
+    pub fn slow(&self, d: &Deployment, siblings: &[Arc<Deployment>]) -> bool {
+        let Some(own) = d.health.latency_ms() else {
+            return false;
+        };
+        let absolute = self.config.slow_latency_ms;
+        if absolute > 0 && own > absolute as f64 {
+            return true;
+        }
+        let factor = self.config.slow_factor;
+        if factor <= 0.0 {
+            return false;
+        }
+        let best = siblings
+            .iter()
+            .filter_map(|s| s.health.latency_ms())
+            .fold(f64::INFINITY, f64::min);
+        own > best * factor && own - best >= MIN_SLOW_GAP_MS
     }
 
     /// The wait before the next attempt: exponential with full jitter, at least what the
@@ -191,15 +223,44 @@ impl Router {
     }
 }
 
-/// Passive health of one deployment: a circuit breaker over consecutive failures (open
-/// after `breaker_failures`, one half-open probe after `breaker_cooldown_ms`, closed by a
-/// success), plus counters and a latency average for the health endpoint. Clones share
-/// one state.
+/// When a deployment's breaker opens: after `consecutive_failures` failures in a row, or
+/// when at least `error_rate` of its last `window` outcomes failed (once it has at least
+/// `min_requests` of them, so one early failure does not open it). An open breaker lets
+/// one probe through after `cooldown`.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    pub consecutive_failures: u32,
+    /// 0 turns the error-rate rule off.
+    pub error_rate: f64,
+    pub window: u32,
+    pub min_requests: u32,
+    pub cooldown: Duration,
+}
+
+impl BreakerPolicy {
+    pub fn from_config(r: &RoutingConfig) -> Self {
+        BreakerPolicy {
+            consecutive_failures: r.breaker_failures,
+            error_rate: r.breaker_error_rate,
+            window: r.breaker_window,
+            min_requests: r.breaker_min_requests,
+            cooldown: Duration::from_millis(r.breaker_cooldown_ms),
+        }
+    }
+}
+
+/// Latency samples a deployment needs before it can be judged slow (or be the yardstick).
+const MIN_LATENCY_SAMPLES: u32 = 3;
+/// A deployment is not slow for being a few milliseconds behind a very fast sibling.
+const MIN_SLOW_GAP_MS: f64 = 25.0;
+
+/// Passive health of one deployment: a circuit breaker (see [`BreakerPolicy`]; closed by a
+/// successful probe), the outcomes of its recent calls, counters and a latency average.
+/// Clones share one state.
 #[derive(Clone)]
 pub struct Health {
     state: Arc<Mutex<HealthState>>,
-    failures_to_open: u32,
-    cooldown: Duration,
+    policy: BreakerPolicy,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -209,7 +270,17 @@ struct HealthState {
     probing: bool,
     requests: u64,
     failures: u64,
+    /// The last `policy.window` outcomes, oldest first (`true`: failed).
+    recent: std::collections::VecDeque<bool>,
     latency_ewma_ms: f64,
+    latency_samples: u32,
+    last_latency_at: Option<Instant>,
+}
+
+impl HealthState {
+    fn recent_failures(&self) -> usize {
+        self.recent.iter().filter(|f| **f).count()
+    }
 }
 
 /// What the health endpoint shows of one deployment.
@@ -219,15 +290,30 @@ pub struct HealthReport {
     pub consecutive_failures: u32,
     pub requests: u64,
     pub failures: u64,
+    /// Failed share of the recent outcomes (`recent_requests` of them).
+    pub error_rate: f64,
+    pub recent_requests: u32,
     pub latency_ewma_ms: f64,
 }
 
 impl Health {
+    /// A breaker over consecutive failures only.
     pub fn new(failures_to_open: u32, cooldown: Duration) -> Self {
+        Health::with_policy(BreakerPolicy {
+            consecutive_failures: failures_to_open,
+            error_rate: 0.0,
+            window: 0,
+            min_requests: 0,
+            cooldown,
+        })
+    }
+
+    pub fn with_policy(mut policy: BreakerPolicy) -> Self {
+        policy.consecutive_failures = policy.consecutive_failures.max(1);
+        policy.min_requests = policy.min_requests.max(1);
         Health {
             state: Arc::new(Mutex::new(HealthState::default())),
-            failures_to_open: failures_to_open.max(1),
-            cooldown,
+            policy,
         }
     }
 
@@ -242,7 +328,7 @@ impl Health {
         let s = self.lock();
         match s.opened_at {
             None => true,
-            Some(at) => !s.probing && at.elapsed() >= self.cooldown,
+            Some(at) => !s.probing && at.elapsed() >= self.policy.cooldown,
         }
     }
 
@@ -252,7 +338,7 @@ impl Health {
         let mut s = self.lock();
         match s.opened_at {
             None => true,
-            Some(at) if !s.probing && at.elapsed() >= self.cooldown => {
+            Some(at) if !s.probing && at.elapsed() >= self.policy.cooldown => {
                 s.probing = true;
                 true
             }
@@ -260,29 +346,66 @@ impl Health {
         }
     }
 
+    fn record(&self, s: &mut HealthState, failed: bool) {
+        s.requests += 1;
+        let window = self.policy.window as usize;
+        if window > 0 {
+            if s.recent.len() >= window {
+                s.recent.pop_front();
+            }
+            s.recent.push_back(failed);
+        }
+    }
+
     pub fn on_success(&self, latency: Duration) {
         let mut s = self.lock();
-        s.requests += 1;
+        self.record(&mut s, false);
         s.consecutive_failures = 0;
-        s.opened_at = None;
+        if s.opened_at.take().is_some() {
+            // A closed breaker starts over: the failures that opened it are history.
+            s.recent.clear();
+        }
         s.probing = false;
         let ms = latency.as_secs_f64() * 1000.0;
-        s.latency_ewma_ms = if s.requests == 1 {
+        // Samples older than the cooldown say little: start the average over.
+        let stale = s
+            .last_latency_at
+            .is_none_or(|at| at.elapsed() >= self.policy.cooldown);
+        if stale {
+            s.latency_samples = 0;
+        }
+        s.latency_ewma_ms = if s.latency_samples == 0 {
             ms
         } else {
             0.8 * s.latency_ewma_ms + 0.2 * ms
         };
+        s.latency_samples = s.latency_samples.saturating_add(1);
+        s.last_latency_at = Some(Instant::now());
     }
 
     pub fn on_failure(&self) {
         let mut s = self.lock();
-        s.requests += 1;
+        self.record(&mut s, true);
         s.failures += 1;
         s.consecutive_failures += 1;
-        if s.probing || s.consecutive_failures >= self.failures_to_open {
+        let p = &self.policy;
+        let error_rate_reached = p.error_rate > 0.0
+            && s.recent.len() >= p.min_requests as usize
+            && s.recent_failures() as f64 >= p.error_rate * s.recent.len() as f64;
+        if s.probing || s.consecutive_failures >= p.consecutive_failures || error_rate_reached {
             s.opened_at = Some(Instant::now());
             s.probing = false;
+            s.recent.clear();
         }
+    }
+
+    /// The latency average when it is recent and rests on enough samples to judge by.
+    pub fn latency_ms(&self) -> Option<f64> {
+        let s = self.lock();
+        let fresh = s
+            .last_latency_at
+            .is_some_and(|at| at.elapsed() < self.policy.cooldown);
+        (fresh && s.latency_samples >= MIN_LATENCY_SAMPLES).then_some(s.latency_ewma_ms)
     }
 
     pub fn report(&self) -> HealthReport {
@@ -290,14 +413,21 @@ impl Health {
         let state = match s.opened_at {
             None => "closed",
             Some(_) if s.probing => "half_open",
-            Some(at) if at.elapsed() >= self.cooldown => "half_open",
+            Some(at) if at.elapsed() >= self.policy.cooldown => "half_open",
             Some(_) => "open",
+        };
+        let error_rate = if s.recent.is_empty() {
+            0.0
+        } else {
+            s.recent_failures() as f64 / s.recent.len() as f64
         };
         HealthReport {
             state,
             consecutive_failures: s.consecutive_failures,
             requests: s.requests,
             failures: s.failures,
+            error_rate: (error_rate * 1000.0).round() / 1000.0,
+            recent_requests: s.recent.len() as u32,
             latency_ewma_ms: (s.latency_ewma_ms * 10.0).round() / 10.0,
         }
     }
@@ -439,6 +569,105 @@ mod tests {
         long.on_failure();
         assert!(!long.allow());
         assert_eq!(long.report().state, "open");
+    }
+
+    fn policy(consecutive_failures: u32, error_rate: f64) -> BreakerPolicy {
+        BreakerPolicy {
+            consecutive_failures,
+            error_rate,
+            window: 10,
+            min_requests: 6,
+            cooldown: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn the_error_rate_opens_a_breaker_that_never_saw_two_failures_in_a_row() {
+        let h = Health::with_policy(policy(100, 0.5));
+        let ok = Duration::from_millis(1);
+        for _ in 0..2 {
+            h.on_success(ok);
+            h.on_failure();
+        }
+        // Half of four outcomes failed, but four are too few to judge.
+        assert_eq!(h.report().state, "closed");
+        h.on_success(ok);
+        h.on_failure();
+        let r = h.report();
+        assert_eq!(
+            (r.state, r.consecutive_failures, r.failures),
+            ("open", 1, 3)
+        );
+        // Below the rate it stays closed: one failure in three.
+        let h = Health::with_policy(policy(100, 0.5));
+        for _ in 0..10 {
+            h.on_success(ok);
+            h.on_success(ok);
+            h.on_failure();
+        }
+        assert_eq!(h.report().state, "closed");
+        assert_eq!(h.report().recent_requests, 10);
+    }
+
+    #[test]
+    fn slow_deployments_come_after_the_others_but_are_not_dropped() {
+        let settings = crate::config::ProviderConfig {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            api_key_env: "K".into(),
+        };
+        let deployment = |name: &str, weight: u32| {
+            Arc::new(Deployment {
+                name: name.into(),
+                provider: Provider::from_config("openai", Surface::OpenAi, &settings, &|_| {
+                    Some("k".into())
+                }),
+                weight,
+                models: None,
+                health: Health::with_policy(policy(1, 0.0)),
+            })
+        };
+        let r = Router {
+            // The slow one would come first almost always by weight.
+            deployments: vec![deployment("slow", 1000), deployment("fast", 1)],
+            config: RoutingConfig::default(),
+        };
+        let order = || {
+            r.deployments_for(&Candidate {
+                provider: "openai",
+                model: "gpt-4o-mini".into(),
+            })
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>()
+        };
+        for _ in 0..MIN_LATENCY_SAMPLES {
+            r.deployments[0]
+                .health
+                .on_success(Duration::from_millis(200));
+            r.deployments[1].health.on_success(Duration::from_millis(2));
+        }
+        assert!(r.slow(&r.deployments[0], &r.deployments));
+        assert!(!r.slow(&r.deployments[1], &r.deployments));
+        for _ in 0..20 {
+            assert_eq!(order(), ["fast", "slow"]);
+        }
+        // With the fast one's breaker open, the slow one is the best left.
+        r.deployments[1].health.on_failure();
+        assert_eq!(order(), ["slow", "fast"]);
+        // An absolute threshold judges a deployment alone.
+        let alone = Router {
+            deployments: vec![deployment("only", 1)],
+            config: RoutingConfig {
+                slow_latency_ms: 100,
+                ..RoutingConfig::default()
+            },
+        };
+        for _ in 0..MIN_LATENCY_SAMPLES {
+            alone.deployments[0]
+                .health
+                .on_success(Duration::from_millis(150));
+        }
+        assert!(alone.slow(&alone.deployments[0], &alone.deployments));
     }
 
     #[test]

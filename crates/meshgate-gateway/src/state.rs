@@ -9,7 +9,7 @@ use crate::degraded::LocalLimits;
 use crate::ledger::Ledger;
 use crate::limits::RateLimiter;
 use crate::owners::Owners;
-use crate::routing::{Deployment, Health, Router};
+use crate::routing::{BreakerPolicy, Deployment, Health, Router};
 use crate::secrets::{SecretKey, SECRET_KEY_ENV};
 use crate::shared::Shared;
 use crate::tenants::Tenants;
@@ -22,7 +22,6 @@ use meshgate_types::Surface;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub struct AppState {
@@ -318,12 +317,8 @@ fn build_router(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Router> {
     let r = &config.routing;
-    let health = || {
-        Health::new(
-            r.breaker_failures,
-            Duration::from_millis(r.breaker_cooldown_ms),
-        )
-    };
+    let policy = BreakerPolicy::from_config(r);
+    let health = || Health::with_policy(policy);
     let mut extra = Vec::new();
     for d in &config.providers.deployments {
         let settings = crate::config::ProviderConfig {

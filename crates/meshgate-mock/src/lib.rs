@@ -47,6 +47,10 @@
 //! | `x-mock-tool-call` | `1` with `tools` in the request: a tool call after the text (Anthropic `tool_use`, chat `tool_calls`) on the first tool |
 //! | `x-mock-audio-seconds` | transcription duration (`ceil(file_bytes / 16000)`, at least 1) |
 //!
+//! Headers reach every upstream a gateway tries; to slow down or break one instance only,
+//! start it with [`MockOptions::first_byte_delay`] or [`MockOptions::fail_every`] (OpenAI,
+//! Anthropic and Azure paths).
+//!
 //! Stream accounting: a stream is *started* when its body is made, *completed* when its last
 //! byte is handed to hyper (a `cut-after` abort counts as completed: the script ran to its end),
 //! and *cancelled* when the body is dropped before that (the client went away).

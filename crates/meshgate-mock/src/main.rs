@@ -60,6 +60,12 @@ struct Args {
     /// Requests kept for /_mock/requests (oldest dropped first); 0 disables recording.
     #[arg(long, default_value_t = 10_000)]
     max_recorded: usize,
+    /// A flaky provider: every Nth call answers a native 500 (0: never).
+    #[arg(long, default_value_t = 0)]
+    fail_every: u64,
+    /// A slow provider: every answer waits this long before its headers.
+    #[arg(long, default_value_t = 0)]
+    first_byte_delay_ms: u64,
 }
 
 fn key(k: String) -> Option<String> {
@@ -79,6 +85,8 @@ async fn main() -> std::io::Result<()> {
         azure_key: key(args.azure_key),
         gemini_key: key(args.gemini_key),
         max_recorded: args.max_recorded,
+        fail_every: args.fail_every,
+        first_byte_delay: std::time::Duration::from_millis(args.first_byte_delay_ms),
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -223,8 +223,9 @@ async fn respond(
         Ok(c) => c,
         Err(m) => return reply::bad_request(surface, &m, n),
     };
-    if !ctl.first_byte_delay.is_zero() {
-        tokio::time::sleep(ctl.first_byte_delay).await;
+    let delay = ctl.first_byte_delay.max(state.options.first_byte_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let Some(route) = route else {
         if azure.is_some() {
@@ -242,9 +243,13 @@ async fn respond(
     if surface == Surface::Anthropic && !parts.headers.contains_key("anthropic-version") {
         return reply::bad_request(surface, "anthropic-version: header is required", n);
     }
+    let flaky = state.flaky_failure();
     if let Some(status) = ctl.error {
         let msg = format!("mock error {status} (x-mock-error)");
         return reply::native_error(surface, status, &msg, n);
+    }
+    if flaky {
+        return reply::native_error(surface, 500, "mock error 500 (fail_every)", n);
     }
     let call = Call {
         state,

@@ -21,6 +21,10 @@ pub struct MockOptions {
     pub gemini_key: Option<String>,
     /// How many requests the log keeps (oldest dropped first); 0 disables recording.
     pub max_recorded: usize,
+    /// A slowed instance: every answer waits at least this long before its headers.
+    pub first_byte_delay: std::time::Duration,
+    /// A flaky instance: every Nth call (counted from 1) answers a native 500; 0 never.
+    pub fail_every: u64,
 }
 
 impl Default for MockOptions {
@@ -31,6 +35,8 @@ impl Default for MockOptions {
             azure_key: Some("sk-mock-azure".to_owned()),
             gemini_key: Some("mock-gemini-key".to_owned()),
             max_recorded: 10_000,
+            first_byte_delay: std::time::Duration::ZERO,
+            fail_every: 0,
         }
     }
 }
@@ -124,6 +130,8 @@ pub struct MockState {
     pub(crate) streams_started: AtomicU64,
     pub(crate) streams_completed: AtomicU64,
     pub(crate) streams_cancelled: AtomicU64,
+    /// Calls answered by `respond`, for `fail_every`.
+    answered: AtomicU64,
 }
 
 /// Locks a mutex, ignoring poison: the data stays usable for a mock.
@@ -142,6 +150,7 @@ impl MockState {
             streams_started: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             streams_cancelled: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
         })
     }
 
@@ -193,6 +202,12 @@ impl MockState {
             log.push_back(Arc::clone(raw));
         }
         self.next_id()
+    }
+
+    /// Whether this call is one of the `fail_every` failures of a flaky instance.
+    pub(crate) fn flaky_failure(&self) -> bool {
+        let n = self.answered.fetch_add(1, Ordering::Relaxed) + 1;
+        self.options.fail_every > 0 && n.is_multiple_of(self.options.fail_every)
     }
 
     pub(crate) fn next_id(&self) -> u64 {

@@ -23,6 +23,12 @@ pub struct DeploymentHealth {
     pub consecutive_failures: u32,
     pub requests: u64,
     pub failures: u64,
+    /// Failed share of the last `recent_requests` outcomes (`routing.breaker_window`).
+    pub error_rate: f64,
+    pub recent_requests: u32,
+    /// Recent latency well above its siblings' (or `routing.slow_latency_ms`): tried after
+    /// the other deployments of its provider.
+    pub slow: bool,
     /// Average time to the response head, recent calls weighted most.
     pub latency_ewma_ms: f64,
 }
@@ -37,8 +43,17 @@ pub struct HealthList {
     responses((status = 200, body = HealthList), (status = 401, body = ErrorBody))
 )]
 pub async fn providers_health(_: Admin, State(state): State<Arc<AppState>>) -> Json<HealthList> {
-    let data = state
-        .router
+    let router = &state.router;
+    // Slowness is judged against the other deployments of the same provider.
+    let siblings = |d: &crate::routing::Deployment| -> Vec<_> {
+        router
+            .deployments
+            .iter()
+            .filter(|s| s.provider.name == d.provider.name)
+            .cloned()
+            .collect()
+    };
+    let data = router
         .deployments
         .iter()
         .map(|d| {
@@ -52,6 +67,9 @@ pub async fn providers_health(_: Admin, State(state): State<Arc<AppState>>) -> J
                 consecutive_failures: r.consecutive_failures,
                 requests: r.requests,
                 failures: r.failures,
+                error_rate: r.error_rate,
+                recent_requests: r.recent_requests,
+                slow: router.slow(d, &siblings(d)),
                 latency_ewma_ms: r.latency_ewma_ms,
             }
         })

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 const CHAT: &str = "/openai/v1/chat/completions";
 
 /// A provider that answers every call with one error status.
-struct Failing {
-    url: String,
+pub(crate) struct Failing {
+    pub(crate) url: String,
     hits: Arc<AtomicU64>,
 }
 
 impl Failing {
-    async fn start(status: u16, retry_after: Option<&'static str>) -> Failing {
+    pub(crate) async fn start(status: u16, retry_after: Option<&'static str>) -> Failing {
         let hits = Arc::new(AtomicU64::new(0));
         let counter = hits.clone();
         let app = axum::Router::new().fallback(move || {
@@ -48,12 +48,17 @@ impl Failing {
         Failing { url, hits }
     }
 
-    fn hits(&self) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
 }
 
-fn deployment(name: &str, url: &str, weight: u32, models: Option<&[&str]>) -> DeploymentConfig {
+pub(crate) fn deployment(
+    name: &str,
+    url: &str,
+    weight: u32,
+    models: Option<&[&str]>,
+) -> DeploymentConfig {
     DeploymentConfig {
         name: name.into(),
         provider: "openai".into(),
@@ -71,7 +76,7 @@ fn chat(model: &str) -> Value {
 }
 
 /// A gateway whose built-in OpenAI deployment is `primary`, plus `extra` deployments.
-async fn gateway(
+pub(crate) async fn gateway(
     mock: MockServer,
     primary: &str,
     extra: Vec<DeploymentConfig>,
@@ -451,15 +456,14 @@ async fn a_breaker_opens_skips_probes_and_closes() {
     let _ = ADMIN;
 }
 
-#[tokio::test]
-async fn a_half_open_breaker_lets_one_probe_through_and_closes_on_success() {
-    // The primary fails twice (opening its breaker at once: cooldown zero) and is probed on
-    // the next call; the probe succeeds because the upstream is now the mock.
+/// A gateway whose only deployment (the mock) opens its breaker at one failure, after a
+/// call that failed with 500.
+async fn failed_once(cooldown_ms: u64) -> Harness {
     let mock = MockServer::start().await.unwrap();
     let mock_url = mock.url();
     let h = gateway(mock, &mock_url, vec![], |c| {
         c.routing.breaker_failures = 1;
-        c.routing.breaker_cooldown_ms = 0;
+        c.routing.breaker_cooldown_ms = cooldown_ms;
     })
     .await;
     let r = h
@@ -470,6 +474,15 @@ async fn a_half_open_breaker_lets_one_probe_through_and_closes_on_success() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
+    let _ = r.bytes().await;
+    h
+}
+
+#[tokio::test]
+async fn a_half_open_breaker_lets_one_probe_through_and_closes_on_success() {
+    // The primary fails twice (opening its breaker at once: cooldown zero) and is probed on
+    // the next call; the probe succeeds because the upstream is now the mock.
+    let h = failed_once(0).await;
     let health = h.admin_get("/admin/v1/providers/health").await;
     assert_eq!(health["data"][0]["state"], "half_open", "{health}");
     let r = h
@@ -527,4 +540,129 @@ async fn a_fallback_to_the_other_api_is_translated() {
     assert_eq!(served["usage"]["input_uncached"], 21);
     let failed = events.iter().find(|e| e["provider"] == "openai").unwrap();
     assert_eq!(failed["status"], 529);
+}
+
+/// One deployment's row in `/admin/v1/providers/health`.
+async fn health_of(h: &Harness, name: &str) -> Value {
+    let health = h.admin_get("/admin/v1/providers/health").await;
+    health["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {health}"))
+}
+
+async fn ok_chat(h: &Harness) -> String {
+    let r = h
+        .openai(CHAT)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let served = r.headers()["meshgate-served-model"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = r.bytes().await;
+    served
+}
+
+#[tokio::test]
+async fn a_slowed_deployment_is_tried_after_the_fast_one_but_still_serves() {
+    let slow = MockServer::start_with(meshgate_mock::MockOptions {
+        first_byte_delay: Duration::from_millis(200),
+        ..meshgate_mock::MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let slow_url = slow.url();
+    let fast = MockServer::start().await.unwrap();
+    let fast_url = fast.url();
+    let h = gateway(
+        slow,
+        &slow_url,
+        vec![deployment("fast", &fast_url, 1, None)],
+        |c| c.routing.breaker_cooldown_ms = 3_600_000,
+    )
+    .await;
+    // Equal weights: both are sampled until each has a few latency samples.
+    for _ in 0..20 {
+        ok_chat(&h).await;
+    }
+    let warmed = h.mock.state.stats().requests;
+    assert!(warmed >= 3, "the slow one was sampled {warmed} times");
+    for _ in 0..20 {
+        ok_chat(&h).await;
+    }
+    assert_eq!(
+        h.mock.state.stats().requests,
+        warmed,
+        "once judged slow, the slowed deployment gets no call while the fast one answers"
+    );
+    let row = health_of(&h, "openai").await;
+    assert_eq!(row["slow"], true, "{row}");
+    assert_eq!(row["state"], "closed", "{row}");
+    assert!(row["latency_ewma_ms"].as_f64().unwrap() >= 200.0, "{row}");
+    assert_eq!(health_of(&h, "fast").await["slow"], false);
+    // Deprioritised, not excluded: with the fast one gone, the slow one serves.
+    drop(fast);
+    assert_eq!(ok_chat(&h).await, "openai/gpt-4o-mini; deployment=openai");
+}
+
+#[tokio::test]
+async fn the_error_rate_opens_a_breaker_on_intermittent_failures() {
+    // Every other call fails: never two failures in a row.
+    let flaky = MockServer::start_with(meshgate_mock::MockOptions {
+        fail_every: 2,
+        ..meshgate_mock::MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let flaky_url = flaky.url();
+    let backup = MockServer::start().await.unwrap();
+    let backup_url = backup.url();
+    let h = gateway(
+        flaky,
+        &flaky_url,
+        vec![deployment("backup", &backup_url, 1, None)],
+        |c| {
+            c.routing.breaker_failures = 3;
+            c.routing.breaker_error_rate = 0.5;
+            c.routing.breaker_window = 10;
+            c.routing.breaker_min_requests = 6;
+            c.routing.breaker_cooldown_ms = 3_600_000;
+        },
+    )
+    .await;
+    for _ in 0..60 {
+        ok_chat(&h).await;
+    }
+    // Six outcomes, three failed (alternating): the breaker opened at the sixth and the
+    // flaky deployment got no call afterwards.
+    assert_eq!(h.mock.state.stats().requests, 6);
+    let row = health_of(&h, "openai").await;
+    assert_eq!(row["state"], "open", "{row}");
+    assert_eq!(row["failures"], 3, "{row}");
+    assert_eq!(row["consecutive_failures"], 1, "{row}");
+    // The flaky one served three calls, the backup the rest.
+    assert_eq!(backup.state.stats().requests, 57);
+}
+
+#[tokio::test]
+async fn when_every_breaker_is_open_the_answer_is_no_healthy_deployment() {
+    let h = failed_once(3_600_000).await;
+    assert_eq!(health_of(&h, "openai").await["state"], "open");
+    let r = h
+        .openai(CHAT)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_healthy_deployment", "{body}");
+    assert_eq!(h.mock.state.stats().requests, 1, "nothing was sent");
 }
