@@ -67,6 +67,9 @@ pub struct RoutingConfig {
     pub fallbacks: std::collections::BTreeMap<String, Vec<String>>,
     /// Most upstream attempts for one call, over all models and deployments.
     pub max_attempts: u32,
+    /// Extra attempts on a model's only deployment after a connect error, 429, 5xx or 529
+    /// (not after a timeout), within `max_attempts`.
+    pub retries_per_deployment: u32,
     /// First backoff between attempts (doubling, with full jitter).
     pub retry_backoff_ms: u64,
     /// Longest backoff, and the most of a provider's `retry-after` that is honoured.
@@ -96,6 +99,7 @@ impl Default for RoutingConfig {
             aliases: Default::default(),
             fallbacks: Default::default(),
             max_attempts: 4,
+            retries_per_deployment: 1,
             retry_backoff_ms: 100,
             max_backoff_ms: 2000,
             breaker_failures: 5,

@@ -151,9 +151,24 @@ async fn serve(
     // A retryable answer kept in case no other attempt is left: then the client gets it.
     let mut kept: Option<Attempt> = None;
     'plan: for candidate in &plan {
-        for deployment in candidates_deployments(state, &principal, candidate) {
+        let deployments = candidates_deployments(state, &principal, candidate);
+        // The only deployment of a model is tried again after a connect error or a
+        // retryable status (not after a timeout: the client has already waited that long).
+        let tries = match deployments.len() {
+            1 => 1 + router.config.retries_per_deployment as usize,
+            _ => 1,
+        };
+        let mut retry_same = true;
+        let each_try = deployments
+            .iter()
+            .flat_map(|d| std::iter::repeat_n(d, tries))
+            .enumerate();
+        for (try_index, deployment) in each_try {
             if attempts >= max_attempts {
                 break 'plan;
+            }
+            if try_index > 0 && tries > 1 && !retry_same {
+                break;
             }
             if !deployment.health.allow() {
                 continue;
@@ -176,6 +191,7 @@ async fn serve(
                     )
                     .with_code("provider_not_configured"),
                 );
+                retry_same = false;
                 continue;
             };
             let lane = Lane::for_candidate(state, route, candidate, info.stream);
@@ -185,6 +201,7 @@ async fn serve(
                     Ok(prepared) => prepared,
                     Err(e) => {
                         last_error = Some(e);
+                        retry_same = false;
                         continue;
                     }
                 };
@@ -247,6 +264,7 @@ async fn serve(
                 Ok(response) => response,
                 Err(e) => {
                     let outcome = if e.is_timeout() {
+                        retry_same = false;
                         Outcome::UpstreamTimeout
                     } else {
                         Outcome::UpstreamUnreachable
@@ -722,15 +740,23 @@ fn body_for(
         .unwrap_or_else(|| body.clone())
 }
 
-/// `retry-after` in seconds (or `retry-after-ms`, as OpenAI sends).
+/// `retry-after` in seconds or as an HTTP date (or `retry-after-ms`, as OpenAI sends).
 fn retry_after_of(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
         return Some(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
-    text("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs)
+    let value = text("retry-after")?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    // `Wed, 21 Oct 2026 07:28:00 GMT`; a date already past asks for no wait.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 fn new_request_id() -> String {
@@ -1087,6 +1113,30 @@ mod tests {
             serde_json::from_slice(&inject_include_usage(body).unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
+        let of = |name: &'static str, value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name, HeaderValue::from_str(value).unwrap());
+            retry_after_of(&headers)
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(of("retry-after", "7"), Some(secs(7)));
+        assert_eq!(
+            of("retry-after-ms", "250"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        let in_ten = chrono::Utc::now() + chrono::Duration::seconds(10);
+        let date = in_ten.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let wait = of("retry-after", &date).unwrap();
+        assert!(wait > secs(8) && wait <= secs(10), "{date}: {wait:?}");
+        assert_eq!(
+            of("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(of("retry-after", "soon"), None);
     }
 
     #[test]

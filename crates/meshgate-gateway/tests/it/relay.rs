@@ -193,9 +193,13 @@ async fn an_unreachable_provider_is_a_502() {
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable");
-    let event = h.one_event().await;
-    assert_eq!(event["outcome"], "upstream_unreachable");
-    assert!(event["status"].is_null());
+    // The only deployment was tried once more (`routing.retries_per_deployment`).
+    let events = h.wait_events(2).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    for event in events {
+        assert_eq!(event["outcome"], "upstream_unreachable");
+        assert!(event["status"].is_null());
+    }
 }
 
 #[tokio::test]

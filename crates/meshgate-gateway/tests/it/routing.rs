@@ -333,10 +333,93 @@ async fn when_every_attempt_fails_the_client_gets_the_last_answer() {
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["message"], "down");
-    // One deployment, one model: one attempt (deployments are not retried in place).
-    assert_eq!(failing.hits(), 1);
-    let event = h.one_event().await;
-    assert_eq!(event["outcome"], "upstream_error");
+    // One deployment, one model: tried once more in place (`retries_per_deployment` 1).
+    assert_eq!(failing.hits(), 2);
+    let events = h.wait_events(2).await;
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["outcome"] == "upstream_error"));
+}
+
+#[tokio::test]
+async fn the_only_deployment_is_retried_in_place_and_serves() {
+    // Every other call fails: the second call's first attempt fails, its retry answers.
+    let flaky = MockServer::start_with(meshgate_mock::MockOptions {
+        fail_every: 2,
+        ..meshgate_mock::MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let flaky_url = flaky.url();
+    let h = gateway(flaky, &flaky_url, vec![], |_| {}).await;
+    for _ in 0..2 {
+        assert_eq!(ok_chat(&h).await, "openai/gpt-4o-mini; deployment=openai");
+    }
+    assert_eq!(h.mock.state.stats().requests, 3);
+    let events = h.wait_events(3).await;
+    let outcomes: Vec<&str> = events
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "ok").count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "upstream_error").count(),
+        1
+    );
+    // Turned off, the failure reaches the client.
+    let flaky = MockServer::start_with(meshgate_mock::MockOptions {
+        fail_every: 1,
+        ..meshgate_mock::MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let flaky_url = flaky.url();
+    let h = gateway(flaky, &flaky_url, vec![], |c| {
+        c.routing.retries_per_deployment = 0
+    })
+    .await;
+    let r = h
+        .openai(CHAT)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(h.mock.state.stats().requests, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_date_is_honoured_before_the_retry() {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let date: &'static str = Box::leak(
+        at.format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string()
+            .into_boxed_str(),
+    );
+    let failing = Failing::start(503, Some(date)).await;
+    let mock = MockServer::start().await.unwrap();
+    let h = gateway(mock, &failing.url, vec![], |c| {
+        c.routing.max_backoff_ms = 5000
+    })
+    .await;
+    let started = Instant::now();
+    let r = h
+        .openai(CHAT)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(failing.hits(), 2);
+    // The date has whole seconds: at least one of the two is still ahead at the answer.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -368,8 +451,9 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // gpt-4o-mini may also be tried on the failing deployment first (weighted order).
-    assert!((1..=2).contains(&failing.hits()), "{}", failing.hits());
+    // gpt-4o is tried twice (its only deployment, retried in place); gpt-4o-mini may also
+    // be tried on the failing deployment first (weighted order).
+    assert!((2..=3).contains(&failing.hits()), "{}", failing.hits());
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
@@ -494,6 +578,57 @@ async fn a_half_open_breaker_lets_one_probe_through_and_closes_on_success() {
     assert_eq!(r.status(), 200);
     let health = h.admin_get("/admin/v1/providers/health").await;
     assert_eq!(health["data"][0]["state"], "closed", "{health}");
+}
+
+#[tokio::test]
+async fn config_fallback_chains_follow_aliases_over_http() {
+    let failing = Failing::start(500, None).await;
+    let mock = MockServer::start().await.unwrap();
+    let mock_url = mock.url();
+    let h = gateway(
+        mock,
+        &failing.url,
+        vec![deployment(
+            "mini-only",
+            &mock_url,
+            1,
+            Some(&["gpt-4o-mini"]),
+        )],
+        |c| {
+            c.routing
+                .aliases
+                .insert("smart".into(), AliasTarget::One("gpt-4o".into()));
+            c.routing
+                .fallbacks
+                .insert("gpt-4o".into(), vec!["gpt-4o-mini".into()]);
+        },
+    )
+    .await;
+    // Plain name and alias: gpt-4o has only the failing deployment; its chain answers.
+    for requested in ["gpt-4o", "smart"] {
+        assert_eq!(
+            {
+                let r = h.openai(CHAT).json(&chat(requested)).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{requested}");
+                r.headers()["meshgate-served-model"].clone()
+            },
+            "openai/gpt-4o-mini; deployment=mini-only"
+        );
+        let sent = h.mock.state.last_request().unwrap().json().unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini");
+    }
+    let events = h.wait_events(2 + failing.hits() as usize).await;
+    let mut requested: Vec<&str> = events
+        .iter()
+        .filter(|e| e["deployment"] == "mini-only")
+        .map(|e| e["requested_model"].as_str().unwrap())
+        .collect();
+    requested.sort();
+    assert_eq!(requested, ["gpt-4o", "smart"]);
+    assert!(events
+        .iter()
+        .filter(|e| e["deployment"] == "openai")
+        .all(|e| e["status"] == 500));
 }
 
 #[tokio::test]
