@@ -11,6 +11,7 @@ mod admin_signing;
 mod anthropic;
 mod azure;
 mod gemini;
+mod lanes;
 mod openai;
 mod policy;
 mod pool;
