@@ -67,8 +67,8 @@ pub struct RoutingConfig {
     pub fallbacks: std::collections::BTreeMap<String, Vec<String>>,
     /// Most upstream attempts for one call, over all models and deployments.
     pub max_attempts: u32,
-    /// Extra attempts on a model's only deployment after a connect error, 429, 5xx or 529
-    /// (not after a timeout), within `max_attempts`.
+    /// Extra attempts on a model's only deployment after a connect error, 5xx or 529 (not
+    /// after a 429 or a timeout), within `max_attempts`.
     pub retries_per_deployment: u32,
     /// First backoff between attempts (doubling, with full jitter).
     pub retry_backoff_ms: u64,

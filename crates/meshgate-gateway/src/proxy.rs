@@ -152,8 +152,8 @@ async fn serve(
     let mut kept: Option<Attempt> = None;
     'plan: for candidate in &plan {
         let deployments = candidates_deployments(state, &principal, candidate);
-        // The only deployment of a model is tried again after a connect error or a
-        // retryable status (not after a timeout: the client has already waited that long).
+        // The only deployment of a model is tried again after a connect error, 5xx or 529
+        // (not after a 429, nor a timeout: the client has already waited that long).
         let tries = match deployments.len() {
             1 => 1 + router.config.retries_per_deployment as usize,
             _ => 1,
@@ -282,6 +282,11 @@ async fn serve(
             let status = response.status().as_u16();
             if routing::retryable_status(status) {
                 deployment.health.on_failure();
+                // A rate-limited deployment is not asked again at once: the client's own
+                // retries honour its retry-after.
+                if status == 429 {
+                    retry_same = false;
+                }
                 retry_after = retry_after_of(response.headers());
                 // Recorded as the provider's error if another attempt supersedes it.
                 settlement.on_response(status, upstream_request_id(response.headers()), None);

@@ -345,8 +345,7 @@ async fn multipart_transcription_passes_intact_and_is_metered() {
 
 #[tokio::test]
 async fn provider_errors_reach_the_client_unchanged_and_are_recorded() {
-    // One attempt: the provider's answer as it came (no retry in place).
-    let h = Harness::start_with(|c| c.routing.retries_per_deployment = 0).await;
+    let h = Harness::start().await;
     let r = h
         .openai("/openai/v1/chat/completions")
         .header("x-mock-error", "429")

@@ -338,6 +338,18 @@ async fn when_every_attempt_fails_the_client_gets_the_last_answer() {
     let events = h.wait_events(2).await;
     assert_eq!(events.len(), 2);
     assert!(events.iter().all(|e| e["outcome"] == "upstream_error"));
+    // A 429 is not asked again at once: the client's retries honour its retry-after.
+    let limited = Failing::start(429, Some("1")).await;
+    let mock = MockServer::start().await.unwrap();
+    let h = gateway(mock, &limited.url, vec![], |_| {}).await;
+    let r = h
+        .openai(CHAT)
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(limited.hits(), 1);
 }
 
 #[tokio::test]
@@ -451,9 +463,9 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // gpt-4o is tried twice (its only deployment, retried in place); gpt-4o-mini may also
-    // be tried on the failing deployment first (weighted order).
-    assert!((2..=3).contains(&failing.hits()), "{}", failing.hits());
+    // A 429 is not retried in place; gpt-4o-mini may also be tried on the failing
+    // deployment first (weighted order).
+    assert!((1..=2).contains(&failing.hits()), "{}", failing.hits());
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
