@@ -1,13 +1,15 @@
 """`meshgate proxy` and `meshgate ask` in front of a real `meshgate serve` in front of the mock:
 the official SDKs configured from the exports the proxy prints, the local bearer enforced in
-both surfaces' error shapes, the upstream credential never shown to local clients, the
-gateway's own cost in the per-request lines and in the live view (driven in tmux: its numbers
-against the ledger, the upstream going and coming back, quitting by key and by signal), and
-`ask` printing the answer with its exact tokens and cost."""
+both surfaces' error shapes (or not, with --insecure), the upstream credential never shown to
+local clients, the proxy's flags, the gateway's own cost in the per-request lines and in the
+live view (driven in tmux: its numbers against the ledger, the upstream going and coming back,
+quitting by key and by signal), and `ask` printing the answer with its exact tokens and
+cost."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -28,7 +31,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Key, Proc, Stack, _binary
+from conftest import Key, Proc, Stack, StartError, _binary
 from support import (
     CLAUDE_HAIKU_4_5,
     CLIENT_TIMEOUT_S,
@@ -309,6 +312,159 @@ def test_query_strings_and_binary_bodies_pass_intact(local, mock):
     (call,) = mock.requests(tag)
     assert call["path"] == "/v1/chat/completions"
     assert call["query"] == "trace=a+b&x=1"
+
+
+# ---------------------------------------------------------------------------------------
+# Flags: --insecure, --token-from-env, --project-id, --host, the default port, the stored
+# local bearer
+# ---------------------------------------------------------------------------------------
+
+
+def test_insecure_takes_any_key_or_none_and_stores_no_bearer(stack, key, mock, tmp_path):
+    env = proxy_env(key, tmp_path / "config")
+    with proxy_running(tmp_path, env, "--port", "0", "--upstream", stack.url, "--insecure") as p:
+        assert p.exports["OPENAI_API_KEY"] == "any"
+        tag = marker()
+        for api_key in ["any", "sk-whatever", key.secret]:
+            p.openai(api_key=api_key).chat.completions.create(
+                model="gpt-4o-mini", messages=CHAT, extra_headers=tag
+            )
+        r = httpx.post(
+            f"{p.exports['OPENAI_BASE_URL']}/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": CHAT},
+            headers=tag,
+            trust_env=False,
+        )
+        assert r.status_code == 200, r.text
+        assert len(mock.requests(tag)) == 4
+        assert len(stack.admin.wait_events(key.id, 4)) == 4
+    assert not (tmp_path / "config" / "proxy-bearer").exists(), "no local bearer generated"
+
+
+def test_token_from_env_reads_the_credential_from_another_variable(stack, key, tmp_path):
+    env = {k: v for k, v in proxy_env(key, tmp_path / "config").items() if k != "MESHGATE_TOKEN"}
+    args = ["--port", "0", "--upstream", stack.url, "--token-from-env", "MY_GATEWAY_KEY"]
+    binary = _binary("MESHGATE_TEST_GATEWAY_BIN", "meshgate")
+    # The variable named is unset (and MESHGATE_TOKEN too): no credential, no proxy.
+    done = subprocess.run(
+        [str(binary), "proxy", *args, "--no-tui"], env=env, capture_output=True, text=True,
+        timeout=CLIENT_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode != 0 and "set MY_GATEWAY_KEY" in done.stderr, done.stderr
+    env["MY_GATEWAY_KEY"] = key.secret
+    with proxy_running(tmp_path, env, *args) as p:
+        p.openai().chat.completions.create(model="gpt-4o-mini", messages=CHAT)
+        (event,) = stack.admin.wait_events(key.id, 1)
+        assert event["model"] == "gpt-4o-mini"
+
+
+class Recorder:
+    """An HTTP server standing in for the gateway, to see what the proxy sends upstream
+    (the gateway reads `Meshgate-Project-Id` only for OAuth callers and strips it before
+    the provider). It answers a minimal chat completion."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, list[str]]] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers: dict[str, list[str]] = {}
+                for name, value in self.headers.items():
+                    headers.setdefault(name.lower(), []).append(value)
+                seen.append(headers)
+                body = json.dumps({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                    "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "hi"}}],
+                }).encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_project_id_is_sent_upstream_in_place_of_the_clients(key, tmp_path):
+    recorder = Recorder()
+    try:
+        env = proxy_env(key, tmp_path / "config")
+        args = ["--port", "0", "--upstream", recorder.url]
+        with proxy_running(tmp_path, env, *args, "--project-id", "team-a", name="with") as p:
+            oai = p.openai()
+            oai.chat.completions.create(model="gpt-4o-mini", messages=CHAT)
+            oai.chat.completions.create(
+                model="gpt-4o-mini", messages=CHAT, extra_headers={"Meshgate-Project-Id": "other"}
+            )
+        with proxy_running(tmp_path, env, *args, name="without") as p:
+            p.openai().chat.completions.create(
+                model="gpt-4o-mini", messages=CHAT, extra_headers={"Meshgate-Project-Id": "mine"}
+            )
+            p.openai().chat.completions.create(model="gpt-4o-mini", messages=CHAT)
+    finally:
+        recorder.close()
+    projects = [h.get("meshgate-project-id") for h in recorder.seen]
+    assert projects == [["team-a"], ["team-a"], ["mine"], None], recorder.seen
+    # What goes upstream is the upstream credential, never the local bearer.
+    assert all(h["authorization"] == [f"Bearer {key.secret}"] for h in recorder.seen)
+
+
+def test_host_is_where_the_proxy_listens(stack, key, tmp_path):
+    env = proxy_env(key, tmp_path / "config")
+    args = ["--host", "127.0.0.2", "--port", "0", "--upstream", stack.url]
+    with proxy_running(tmp_path, env, *args) as p:
+        m = re.match(r"http://127\.0\.0\.2:(\d+)/openai/v1$", p.exports["OPENAI_BASE_URL"])
+        assert m, p.exports
+        assert f"meshgate proxy on http://127.0.0.2:{m.group(1)} -> " in p.proc.logs()
+        assert p.openai().chat.completions.create(model="gpt-4o-mini", messages=CHAT).choices
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5).close()
+
+
+def test_the_default_port_is_8766(stack, key, tmp_path):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8766))
+        except OSError as e:
+            pytest.skip(f"127.0.0.1:8766 is taken on this machine ({e}): the default port cannot be tried")
+    env = proxy_env(key, tmp_path / "config")
+    try:
+        with proxy_running(tmp_path, env, "--upstream", stack.url) as p:
+            assert p.exports["OPENAI_BASE_URL"] == "http://127.0.0.1:8766/openai/v1"
+            assert p.exports["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8766/anthropic"
+            assert p.openai().chat.completions.create(model="gpt-4o-mini", messages=CHAT).choices
+    except StartError as e:
+        if "cannot listen on 127.0.0.1:8766" not in str(e):
+            raise
+        pytest.skip(f"127.0.0.1:8766 was taken meanwhile: {e}")
+
+
+def test_the_generated_local_bearer_is_private_and_reused(stack, key, tmp_path):
+    config = tmp_path / "config"
+    env = proxy_env(key, config)
+    path = config / "proxy-bearer"
+    assert not path.exists()
+    with proxy_running(tmp_path, env, "--port", "0", "--upstream", stack.url, name="first") as p:
+        bearer = p.exports["OPENAI_API_KEY"]
+        assert bearer.startswith("mgl_") and path.read_text().strip() == bearer
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with proxy_running(tmp_path, env, "--port", "0", "--upstream", stack.url, name="second") as p:
+        assert p.exports["OPENAI_API_KEY"] == bearer, "reused, not regenerated"
+        assert p.openai().chat.completions.create(model="gpt-4o-mini", messages=CHAT).choices
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 # ---------------------------------------------------------------------------------------
