@@ -3,8 +3,8 @@ the official SDKs configured from the exports the proxy prints, the local bearer
 both surfaces' error shapes (or not, with --insecure), the upstream credential never shown to
 local clients, the proxy's flags, the gateway's own cost in the per-request lines and in the
 live view (driven in tmux: its numbers against the ledger, the upstream going and coming back,
-quitting by key and by signal), and `ask` printing the answer with its exact tokens and
-cost."""
+hundreds of calls per second, quitting by key and by signal), and `ask` printing the answer
+with its exact tokens and cost."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -769,6 +770,52 @@ def test_the_live_view_shows_the_upstream_unreachable_then_reachable_again(stack
             assert view.exit_status() == "0"
         finally:
             relay.close()
+
+
+def test_the_live_view_keeps_up_with_hundreds_of_calls_per_second(stack, key, tmp_path):
+    """600 calls, 16 at a time, through the proxy with its live view: the view counts every
+    one (no more), its total cost is the ledger's, and `q` still quits at once."""
+    calls, at_once = 600, 16
+    bearer = "mgl_tmux_" + uuid.uuid4().hex
+    env = proxy_env(key, tmp_path / "config")
+    with LiveView(tmp_path, env, "--port", "0", "--upstream", stack.url, "--bearer", bearer) as view:
+        oai = view.openai(bearer)
+        usage = mock_usage(input_tokens=100, output_tokens=10)
+
+        def call(_: int) -> int:
+            r = oai.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=CHAT, extra_headers=usage
+            )
+            return r.status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(at_once) as pool:
+            statuses = list(pool.map(call, range(calls)))
+        elapsed = time.monotonic() - started
+        assert statuses == [200] * calls
+        screen = view.wait(
+            f"requests {calls}", lambda s: f"requests {calls}  errors 0" in s, deadline_s=60
+        )
+        lag = time.monotonic() - started - elapsed
+        counted = re.search(r"requests (\d+)", screen).group(1)
+        assert counted == str(calls), screen
+        events = stack.admin.wait_events(key.id, calls)
+        assert len(events) == calls
+        total = money(sum((charged(e) for e in events), Decimal(0)))
+        assert f"cost ${total}" in screen, screen
+        assert model_row(screen, "gpt-4o-mini") == ledger_rows(events)["gpt-4o-mini"], screen
+
+        asked = time.monotonic()
+        view.quit("q")
+        code = view.exit_status(deadline_s=5)
+        quit_s = time.monotonic() - asked
+        assert code == "0", code
+        view.assert_restored()
+        print(
+            f"\nlive view under load: {calls} calls ({at_once} at a time) in {elapsed:.2f} s "
+            f"= {calls / elapsed:.0f} calls/s through the proxy; the view showed all {calls} "
+            f"{lag:.2f} s after the last answer; q quit in {quit_s:.2f} s"
+        )
 
 
 # ---------------------------------------------------------------------------------------
