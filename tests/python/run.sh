@@ -32,8 +32,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
-# The real Codex CLI and Claude Code for test_devcmds.py (skipped there if not installed).
-bash "$root/tests/clients/install.sh"
+# The real Codex CLI and Claude Code for test_devcmds.py. A failed install (no npm, the
+# registry unreachable) is a warning, not the end of the run: those tests skip, saying why.
+if ! bash "$root/tests/clients/install.sh"; then
+  echo "run.sh: WARNING: tests/clients/install.sh failed: the Codex CLI and Claude Code tests will be skipped" >&2
+  echo "tests/clients/install.sh exited with an error" >"$root/tests/clients/install-failed"
+fi
 
 # test_proxy.py drives `meshgate proxy`'s live view in tmux.
 if ! command -v tmux >/dev/null; then

@@ -79,6 +79,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         format!("export ANTHROPIC_BASE_URL={local}/anthropic"),
         format!("export ANTHROPIC_API_KEY={key}"),
     ];
+    // Before the banner: whoever waits for it may signal the proxy right after.
+    let stopped = shutdown_signal();
     println!("meshgate proxy on {local} -> {}", upstream.base);
     for line in &exports {
         println!("{line}");
@@ -118,9 +120,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             upstream: upstream.base.clone(),
             exports,
         };
-        tui::run(banner, reports, in_flight).await?;
+        tui::run(banner, reports, in_flight, stopped).await?;
     } else {
-        let stopped = shutdown_signal();
         tokio::pin!(stopped);
         let mut reachable = None;
         loop {
@@ -153,25 +154,33 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT (Ctrl-C outside raw mode, or `kill -INT`) or SIGTERM. The handlers
+/// are installed now, not when first polled: from here on neither signal kills the process
+/// with the terminal still in raw mode.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

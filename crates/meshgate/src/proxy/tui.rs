@@ -1,6 +1,7 @@
 //! The live usage view of `meshgate proxy`: reports are folded into a [`Session`] as they
 //! arrive and the screen is redrawn at a fixed frame rate, never per request. `q`, `Esc`
-//! or Ctrl-C leaves it and restores the terminal.
+//! or Ctrl-C (a key in raw mode) leaves it, as does the `stop` future the caller passes
+//! (SIGTERM, or SIGINT sent by `kill`); either way the terminal is restored.
 
 use super::report::{Report, Session, UpstreamHealth};
 use super::upstream::dollars;
@@ -24,11 +25,13 @@ pub struct Banner {
     pub exports: Vec<String>,
 }
 
-/// Runs the view until the user quits; the terminal is restored on return (and on panic).
+/// Runs the view until the user quits or `stop` completes; the terminal is restored on
+/// return (and on panic).
 pub async fn run(
     banner: Banner,
     mut reports: mpsc::UnboundedReceiver<Report>,
     in_flight: Arc<AtomicU64>,
+    stop_signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -56,8 +59,10 @@ pub async fn run(
     let mut session = Session::default();
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(stop_signal);
     let result = loop {
         tokio::select! {
+            () = &mut stop_signal => break Ok(()),
             _ = frame.tick() => {
                 while let Ok(report) = reports.try_recv() {
                     session.apply(report);
