@@ -36,7 +36,7 @@ MOCK="$(listening_url "$WORK/mock.log")"
 
 export MESHGATE_ADMIN_TOKEN="mga_walkthrough_$$"
 MESHGATE_OPENAI_BASE_URL="$MOCK/v1" MESHGATE_ANTHROPIC_BASE_URL="$MOCK" \
-OPENAI_API_KEY=sk-mock-openai ANTHROPIC_API_KEY=sk-ant-mock \
+OPENAI_API_KEY=sk-mock-openai ANTHROPIC_API_KEY=sk-ant-mock MESHGATE_LOG=debug \
     "$BIN/meshgate" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/gw.log" 2>&1 &
 PIDS+=($!)
 export MESHGATE_URL="$(listening_url "$WORK/gw.log")"
@@ -64,6 +64,35 @@ expect "$(chat "$NEW_SECRET" gpt-4o-mini)" 200 "the rotated secret"
 expect "$(chat "$SECRET" gpt-4o-mini)" 200 "the old secret during its grace"
 mg keys revoke "$KEY_ID" >/dev/null
 expect "$(chat "$NEW_SECRET" gpt-4o-mini)" 401 "a revoked key"
+
+# Rate limits: the third call in the minute is refused, and says when to come back.
+TIGHT="$(mg keys create --name tight --rpm 2 --quiet)"
+expect "$(chat "$TIGHT" gpt-4o-mini)" 200 "first call under --rpm 2"
+expect "$(chat "$TIGHT" gpt-4o-mini)" 200 "second call under --rpm 2"
+curl -s -D "$WORK/429.headers" -o "$WORK/out.json" "$MESHGATE_URL/v1/chat/completions" \
+    -H "Authorization: Bearer $TIGHT" -H 'content-type: application/json' \
+    -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+head -1 "$WORK/429.headers" | grep -q ' 429' || fail "the third call was not refused with 429"
+grep -qi '^retry-after: [0-9]' "$WORK/429.headers" || fail "no retry-after on the 429"
+grep -qi '^x-ratelimit-remaining-requests: 0' "$WORK/429.headers" || fail "no x-ratelimit headers"
+
+# Budgets under concurrency: 60 calls from 16 clients on a $0.0002 budget.
+BURST="$(mg keys create --name burst --budget-total 0.0002 --quiet)"
+seq 60 | xargs -P 16 -I{} curl -s -o /dev/null -w '%{http_code}\n' \
+    "$MESHGATE_URL/v1/chat/completions" -H "Authorization: Bearer $BURST" \
+    -H 'content-type: application/json' \
+    -d '{"model": "gpt-4o-mini", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]}' \
+    | sort | uniq -c >burst.out
+grep -q ' 200$' burst.out && grep -q ' 402$' burst.out || fail "expected 200s then 402s: $(cat burst.out)"
+curl -sf "$MESHGATE_URL/v1/me" -H "Authorization: Bearer $BURST" >me.json
+python3 - me.json <<'PY' || fail "the budget was overspent"
+import json, sys
+from decimal import Decimal
+budgets = json.load(open(sys.argv[1]))["budgets"]
+total = [b for b in budgets if Decimal(b["limit_usd"]) == Decimal("0.0002")]
+assert total and all(Decimal(b["spent_usd"]) + Decimal(b["in_flight_usd"]) <= Decimal(b["limit_usd"]) for b in total), budgets
+assert any(Decimal(b["spent_usd"]) > 0 for b in total), budgets
+PY
 
 # Credits and markup.
 mg projects update acme --credits-enforced true --markup 10 --provider-markup anthropic=15 >/dev/null
@@ -119,5 +148,7 @@ curl -sf "$MESHGATE_URL/v1/me" -H "Authorization: Bearer $KEY2" | grep -q '"proj
 mg audit --project acme | grep -q key.rotated || fail "no key.rotated audit event"
 curl -sf "$MESHGATE_URL/admin/v1/openapi.json" | grep -q '/admin/v1/projects' || fail "openapi"
 grep -rq "$SECRET" "$WORK/gw.log" && fail "a key secret reached the log"
+grep -rq "sk-not-the-mock" "$WORK/gw.log" && fail "a project's provider key reached the log"
+grep -rqa "sk-not-the-mock" "$WORK/data" && fail "a project's provider key is stored in clear"
 
 echo "readme-walkthrough: every README example ran as documented"

@@ -1,9 +1,13 @@
 """Projects, credentials and money through the official SDKs: allowed models and the models
-lists, rate limits, budgets, credits with markup, participant tokens, delegations and
-annotations. Each rule is shown holding and refusing, in each SDK's own exception types."""
+lists, rate limits, budgets, credits with markup, participant tokens (and forged, stale or
+rotated credentials), delegations, annotations and another project's batch. Each rule is shown holding and refusing, in each SDK's own exception types."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -199,3 +203,87 @@ def test_annotations_from_sdk_extra_headers(stack: Stack) -> None:
     stack.admin.wait_events(k["id"], 3)
     summary = stack.admin.summary(key_id=k["id"], group_by="annotation:feature")
     assert {r["group"]: r["requests"] for r in summary["data"]} == {"chat": 1, "search": 2}
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
+    signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def test_forged_expired_rotated_and_foreign_credentials_are_refused_to_both_sdks(
+    stack: Stack,
+) -> None:
+    pid = project(stack)
+    r = stack.admin.http.post(f"/admin/v1/projects/{pid}/signing-keys", json={"algorithm": "HS256"})
+    assert r.status_code == 201, r.text
+    kid, secret_text = r.json()["id"], r.json()["secret"]
+    secret = base64.urlsafe_b64decode(secret_text + "=" * (-len(secret_text) % 4))
+    now = int(time.time())
+
+    def claims(**changes: Any) -> dict[str, Any]:
+        c = {"iss": kid, "sub": "ada", "aud": "meshgate", "project": pid,
+             "api": {"llm": {"models": ["openai/gpt-4o-mini", "anthropic/*"]}},
+             "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}  # fmt: skip
+        c.update(changes)
+        return c
+
+    header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+    good = _hs256(header, claims(), secret)
+    # A token minted here with the project's secret works: the refusals below are the edits'.
+    stack.openai(good).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    stack.anthropic(api_key=good).messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES
+    )
+
+    rotated = key(stack)
+    r = stack.admin.http.post(f"/admin/v1/keys/{rotated['id']}/rotate", json={})
+    assert r.status_code == 200, r.text
+    new_secret = r.json()["secret"]
+    stack.openai(new_secret).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    refused = {
+        "expired": _hs256(header, claims(iat=now - 7200, exp=now - 3600), secret),
+        "not yet valid": _hs256(header, claims(nbf=now + 3600), secret),
+        "wrong audience": _hs256(header, claims(aud="someone-else"), secret),
+        "wrong issuer": _hs256(header, claims(iss="someone-else"), secret),
+        "wrong secret": _hs256(header, claims(), b"x" * 32),
+        "alg none": f"{_b64url(json.dumps({**header, 'alg': 'none'}).encode())}."
+        f"{_b64url(json.dumps(claims()).encode())}.",
+        "tampered": ".".join(
+            [good.split(".")[0], _b64url(json.dumps(claims(sub="root")).encode()),
+             good.split(".")[2]]
+        ),  # fmt: skip
+        "rotated away without grace": rotated["secret"],
+    }
+    before = len(stack.mock.requests())
+    for label, credential in refused.items():
+        with pytest.raises(openai.AuthenticationError, match=".") as e:
+            stack.openai(credential).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert e.value.status_code == 401, label
+        with pytest.raises(anthropic.AuthenticationError) as e:
+            stack.anthropic(api_key=credential).messages.create(
+                model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES
+            )
+        assert e.value.body["error"]["type"] == "authentication_error", label
+    assert len(stack.mock.requests()) == before, "no refused call reached the provider"
+
+
+def test_another_projects_key_never_reaches_a_projects_batch(stack: Stack) -> None:
+    owner = stack.anthropic(api_key=key(stack, project(stack))["secret"])
+    stranger = stack.anthropic(api_key=key(stack, project(stack))["secret"])
+    batch = owner.messages.batches.create(
+        requests=[{"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 10,
+                                                "messages": MESSAGES}}]  # fmt: skip
+    )
+    assert owner.messages.batches.retrieve(batch.id).id == batch.id
+    with pytest.raises(anthropic.NotFoundError):
+        stranger.messages.batches.retrieve(batch.id)
+    with pytest.raises(anthropic.NotFoundError):
+        stranger.messages.batches.cancel(batch.id)
+    assert batch.id not in [b.id for b in stranger.messages.batches.list()]
+    assert batch.id in [b.id for b in owner.messages.batches.list()]

@@ -11,11 +11,28 @@ pub struct AdminClient {
     token: String,
 }
 
+/// Where the admin commands go when neither `--url` nor a stored admin login says.
+const DEFAULT_URL: &str = "http://127.0.0.1:8787";
+
 impl AdminClient {
+    /// The gateway and admin token: `--url`/`MESHGATE_URL`, else the stored admin login's
+    /// URL, else the local default; `--admin-token`/`MESHGATE_ADMIN_TOKEN`, else the stored
+    /// admin login's token (for its own URL only), else the token `meshgate serve` saved.
     pub fn new(target: &AdminTarget) -> anyhow::Result<AdminClient> {
-        let token = match &target.admin_token {
-            Some(t) => t.clone(),
-            None => {
+        let stored = crate::devconfig::load_admin_login()?;
+        let trimmed = |url: &str| url.trim().trim_end_matches('/').to_string();
+        let base = match (&target.url, &stored) {
+            (Some(url), _) => trimmed(url),
+            (None, Some(login)) => trimmed(&login.url),
+            (None, None) => DEFAULT_URL.to_string(),
+        };
+        let stored_token = stored
+            .filter(|login| trimmed(&login.url) == base)
+            .map(|login| login.admin_token);
+        let token = match (&target.admin_token, stored_token) {
+            (Some(t), _) => t.clone(),
+            (None, Some(t)) => t,
+            (None, None) => {
                 let dir = target
                     .data_dir
                     .clone()
@@ -24,7 +41,7 @@ impl AdminClient {
                 std::fs::read_to_string(&path)
                     .with_context(|| {
                         format!(
-                            "no admin token: pass --admin-token, set MESHGATE_ADMIN_TOKEN, or run on the gateway's machine ({} not readable)",
+                            "no admin token for {base}: run `meshgate login --admin --url {base}`, pass --admin-token, set MESHGATE_ADMIN_TOKEN, or run on the gateway's machine ({} not readable)",
                             path.display()
                         )
                     })?
@@ -34,7 +51,7 @@ impl AdminClient {
         };
         Ok(AdminClient {
             http: reqwest::Client::new(),
-            base: target.url.trim_end_matches('/').to_string(),
+            base,
             token,
         })
     }

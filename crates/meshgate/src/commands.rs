@@ -423,7 +423,7 @@ pub async fn audit(args: AuditArgs, target: &AdminTarget) -> anyhow::Result<()> 
 /// `meshgate usage`: the caller's own usage with `--mine`, or when neither an admin token
 /// nor an admin-only filter is given and a developer credential is at hand; the admin
 /// view otherwise.
-pub async fn usage(args: UsageArgs, target: &AdminTarget, url_given: bool) -> anyhow::Result<()> {
+pub async fn usage(args: UsageArgs, target: &AdminTarget) -> anyhow::Result<()> {
     let admin_filters = args.project.is_some()
         || args.key_id.is_some()
         || args.token_id.is_some()
@@ -436,7 +436,7 @@ pub async fn usage(args: UsageArgs, target: &AdminTarget, url_given: bool) -> an
     }
     let admin_asked = target.admin_token.is_some() || admin_filters;
     if args.mine || (!admin_asked && crate::devtarget::has_credential()) {
-        return crate::my_usage::usage(args, url_given.then_some(target.url.as_str())).await;
+        return crate::my_usage::usage(args, target.url.as_deref()).await;
     }
     let client = AdminClient::new(target)?;
     let mut query: Vec<(&str, String)> = Vec::new();

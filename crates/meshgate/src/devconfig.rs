@@ -1,5 +1,6 @@
-//! The developer's own files: the gateway login kept by `meshgate login` and the local
-//! bearer of `meshgate proxy`. They live in one config directory, each file mode 0600.
+//! The developer's own files: the gateway login kept by `meshgate login`, the admin login
+//! kept by `meshgate login --admin`, and the local bearer of `meshgate proxy`. They live in
+//! one config directory, each file mode 0600.
 //!
 //! The directory is `MESHGATE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/meshgate`, else
 //! `$HOME/.config/meshgate`.
@@ -18,6 +19,16 @@ pub struct Login {
     /// Sent as `Meshgate-Project-Id` (needed with OAuth access tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+}
+
+/// The gateway an administrator logged in to and its admin token, used by the admin
+/// commands (`projects`, `keys`, `credits`, `token`, `providers`, `usage`, `audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminLogin {
+    /// The gateway's base URL.
+    pub url: String,
+    /// The gateway's admin token.
+    pub admin_token: String,
 }
 
 /// The config directory (not created here).
@@ -58,8 +69,39 @@ pub fn save_login(login: &Login) -> anyhow::Result<PathBuf> {
 
 /// Removes the stored login; `false` when there was none.
 pub fn remove_login() -> anyhow::Result<bool> {
-    let path = login_path()?;
-    match std::fs::remove_file(&path) {
+    remove(&login_path()?)
+}
+
+fn admin_login_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("admin-login.json"))
+}
+
+/// The stored admin login, if any.
+pub fn load_admin_login() -> anyhow::Result<Option<AdminLogin>> {
+    let path = admin_login_path()?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is not a meshgate admin login", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Stores the admin login (mode 0600), replacing any earlier one; returns the file's path.
+pub fn save_admin_login(login: &AdminLogin) -> anyhow::Result<PathBuf> {
+    let path = admin_login_path()?;
+    write_private(&path, &serde_json::to_string_pretty(login)?)?;
+    Ok(path)
+}
+
+/// Removes the stored admin login; `false` when there was none.
+pub fn remove_admin_login() -> anyhow::Result<bool> {
+    remove(&admin_login_path()?)
+}
+
+fn remove(path: &Path) -> anyhow::Result<bool> {
+    match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
@@ -128,5 +170,21 @@ mod tests {
         assert_eq!(local_bearer().unwrap(), bearer, "reused, not regenerated");
         assert!(remove_login().unwrap());
         assert!(!remove_login().unwrap());
+
+        assert_eq!(load_admin_login().unwrap(), None);
+        let admin = AdminLogin {
+            url: "http://127.0.0.1:8787".into(),
+            admin_token: "mga_x".into(),
+        };
+        let path = save_admin_login(&admin).unwrap();
+        assert_eq!(load_admin_login().unwrap(), Some(admin));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(remove_admin_login().unwrap());
+        assert!(!remove_admin_login().unwrap());
     }
 }

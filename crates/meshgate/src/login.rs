@@ -1,8 +1,9 @@
 //! `meshgate login`, `whoami` and `logout`: storing a gateway URL and a credential the
-//! gateway accepts, showing who that credential is and what it has left, and forgetting it.
+//! gateway accepts (or, with `--admin`, its admin token for the admin commands), showing
+//! who that credential is and what it has left, and forgetting them.
 
 use crate::commands::cell;
-use crate::devconfig::{self, Login};
+use crate::devconfig::{self, AdminLogin, Login};
 use crate::devtarget::{self, CallError, SelfServe};
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -20,10 +21,16 @@ pub struct LoginArgs {
     /// The project to charge, sent as `Meshgate-Project-Id` (needed with OAuth tokens).
     #[arg(long)]
     project_id: Option<String>,
+    /// Store the gateway's admin token instead (from --token, else MESHGATE_ADMIN_TOKEN,
+    /// else standard input), for `projects`, `keys`, `credits`, `token`, `providers`,
+    /// `usage` and `audit`.
+    #[arg(long, conflicts_with = "project_id")]
+    admin: bool,
 }
 
-fn read_token() -> anyhow::Result<String> {
-    if let Ok(token) = std::env::var("MESHGATE_TOKEN") {
+/// The credential from `env` if set, else from standard input (without echo on a terminal).
+fn read_token(env: &str) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var(env) {
         if !token.trim().is_empty() {
             return Ok(token);
         }
@@ -42,17 +49,28 @@ fn read_token() -> anyhow::Result<String> {
 }
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let env = match args.admin {
+        true => "MESHGATE_ADMIN_TOKEN",
+        false => "MESHGATE_TOKEN",
+    };
     let token = match args.token {
         Some(t) => t,
-        None => read_token()?,
+        None => read_token(env)?,
     };
     let token = token.trim().to_string();
     if token.is_empty() {
-        bail!("no credential given: pass --token, set MESHGATE_TOKEN, or type it when asked");
+        bail!("no credential given: pass --token, set {env}, or type it when asked");
     }
     let url = args.url.trim().trim_end_matches('/').to_string();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("--url must start with http:// or https://, not {url:?}");
+    }
+    if args.admin {
+        return admin_login(AdminLogin {
+            url,
+            admin_token: token,
+        })
+        .await;
     }
     let login = Login {
         url,
@@ -76,6 +94,35 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         login.url,
         credential_text(&me),
         cell(&me["project_id"])
+    );
+    println!("saved to {} (readable by you only)", path.display());
+    Ok(())
+}
+
+/// Checks the admin token against the gateway's admin API, then stores it.
+async fn admin_login(login: AdminLogin) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/admin/v1/projects", login.url))
+        .bearer_auth(&login.admin_token)
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the gateway at {}; nothing was saved",
+                login.url
+            )
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "the gateway at {} refused this admin token ({status}); nothing was saved",
+            login.url
+        );
+    }
+    let path = devconfig::save_admin_login(&login)?;
+    println!(
+        "logged in to {} as its administrator: the admin commands use it",
+        login.url
     );
     println!("saved to {} (readable by you only)", path.display());
     Ok(())
@@ -172,9 +219,15 @@ pub async fn whoami(json: bool) -> anyhow::Result<()> {
 }
 
 pub fn logout() -> anyhow::Result<()> {
-    if devconfig::remove_login()? {
+    let developer = devconfig::remove_login()?;
+    let admin = devconfig::remove_admin_login()?;
+    if developer {
         println!("logged out: the stored gateway URL and credential are removed");
-    } else {
+    }
+    if admin {
+        println!("logged out: the stored admin token is removed");
+    }
+    if !developer && !admin {
         println!("not logged in: nothing to remove");
     }
     if std::env::var_os("MESHGATE_TOKEN").is_some() {

@@ -41,15 +41,12 @@ struct Cli {
 /// Where a running gateway's admin API is and how to authenticate to it.
 #[derive(Debug, clap::Args)]
 pub struct AdminTarget {
-    /// The gateway's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "MESHGATE_URL",
-        default_value = "http://127.0.0.1:8787"
-    )]
-    pub url: String,
-    /// The admin token; defaults to the one `meshgate serve` saved in its data dir.
+    /// The gateway's base URL; defaults to the one `meshgate login --admin` stored, else
+    /// http://127.0.0.1:8787.
+    #[arg(long, global = true, env = "MESHGATE_URL")]
+    pub url: Option<String>,
+    /// The admin token; defaults to the one `meshgate login --admin` stored for this URL,
+    /// else to the one `meshgate serve` saved in its data dir.
     #[arg(
         long,
         global = true,
@@ -149,11 +146,6 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    // Whether `usage` was given a gateway URL, rather than falling back to the default.
-    let usage_url_given = matches
-        .subcommand_matches("usage")
-        .and_then(|m| m.value_source("url"))
-        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,9 +165,7 @@ fn main() -> std::process::ExitCode {
             Command::Token { command, target } => tokens::token(command, &target).await,
             Command::Providers { command, target } => projects::providers(command, &target).await,
             Command::Audit { args, target } => commands::audit(args, &target).await,
-            Command::Usage { args, target } => {
-                commands::usage(args, &target, usage_url_given).await
-            }
+            Command::Usage { args, target } => commands::usage(args, &target).await,
             Command::Pricing { command } => commands::pricing(command),
             Command::Login(args) => login::login(args).await,
             Command::Whoami { json } => login::whoami(json).await,

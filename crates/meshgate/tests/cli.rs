@@ -628,3 +628,116 @@ async fn token_keys_and_minting_locally_and_by_the_gateway() {
         200
     );
 }
+
+/// Runs the CLI from "another machine": no data dir holding the admin token, no admin
+/// variables, only what `meshgate login --admin` stored in `config`.
+fn elsewhere(args: &[&str], config: &Path, empty_data_dir: &Path) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_remove("MESHGATE_ADMIN_TOKEN")
+        .env_remove("MESHGATE_URL")
+        .env_remove("MESHGATE_TOKEN")
+        .env("MESHGATE_CONFIG_DIR", config)
+        .env("MESHGATE_DATA_DIR", empty_data_dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_login_serves_the_admin_commands_from_another_machine() {
+    let mock = MockServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &mock);
+    let admin_token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let admin_token = admin_token.trim();
+    let config = tempfile::tempdir().unwrap();
+    let nowhere = tempfile::tempdir().unwrap();
+    let (c, n) = (config.path(), nowhere.path());
+
+    // Without a login the admin commands have no token and say how to get one.
+    let (ok, _, err) = elsewhere(&["projects", "list", "--url", &server.base], c, n);
+    assert!(!ok);
+    assert!(err.contains("meshgate login --admin"), "{err}");
+
+    // A wrong admin token is refused by the gateway and nothing is stored.
+    let (ok, _, err) = elsewhere(
+        &[
+            "login",
+            "--admin",
+            "--url",
+            &server.base,
+            "--token",
+            "mga_wrong",
+        ],
+        c,
+        n,
+    );
+    assert!(!ok);
+    assert!(err.contains("refused this admin token"), "{err}");
+    assert!(!c.join("admin-login.json").exists());
+
+    let (ok, out, err) = elsewhere(
+        &[
+            "login",
+            "--admin",
+            "--url",
+            &server.base,
+            "--token",
+            admin_token,
+        ],
+        c,
+        n,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("administrator"), "{out}");
+    let stored = std::fs::read_to_string(c.join("admin-login.json")).unwrap();
+    assert!(stored.contains(admin_token));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(c.join("admin-login.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the admin login is private");
+    }
+
+    // No --url, no token anywhere else: the stored login names the gateway and the token.
+    let (ok, out, err) = elsewhere(
+        &["projects", "create", "--id", "remote", "--name", "Remote"],
+        c,
+        n,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("created project remote"), "{out}");
+    let (ok, list, err) = elsewhere(&["projects", "list"], c, n);
+    assert!(ok, "{err}");
+    assert!(list.contains("remote"), "{list}");
+    let (ok, audit, err) = elsewhere(&["audit"], c, n);
+    assert!(ok, "{err}");
+    assert!(audit.contains("project.created"), "{audit}");
+
+    // The stored token is only sent to the gateway it belongs to.
+    let other = MockServer::start().await.unwrap();
+    let (ok, _, err) = elsewhere(&["projects", "list", "--url", &other.url()], c, n);
+    assert!(!ok);
+    assert!(err.contains("no admin token"), "{err}");
+    assert!(
+        other
+            .state
+            .requests()
+            .iter()
+            .all(|r| !format!("{r:?}").contains(admin_token)),
+        "the admin token went to another host"
+    );
+
+    let (ok, out, _) = elsewhere(&["logout"], c, n);
+    assert!(ok && out.contains("admin token is removed"), "{out}");
+    let (ok, _, _) = elsewhere(&["projects", "list"], c, n);
+    assert!(!ok, "after logout the admin commands have no token");
+}

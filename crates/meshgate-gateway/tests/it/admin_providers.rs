@@ -105,6 +105,23 @@ async fn a_projects_own_key_is_used_upstream_and_never_shown() {
         assert!(!shown.contains("sk-mock-openai"), "the key leaked: {shown}");
         assert!(!shown.contains("sk-project"), "not even a hint: {shown}");
     }
+    // At rest it is sealed: no file of the data dir (database, WAL, spool) holds it.
+    let mut files = vec![h.dir.path().to_path_buf()];
+    let mut read = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        read += bytes.len();
+        assert!(
+            !bytes.windows(WRONG.len()).any(|w| w == WRONG.as_bytes()),
+            "{} holds the provider key in clear",
+            path.display()
+        );
+    }
+    assert!(read > 0, "the data dir was read");
     expect(
         &h,
         Method::DELETE,

@@ -234,8 +234,16 @@ async fn tokens_per_minute_count_what_calls_used() {
     );
 }
 
+/// What a walked route sends.
+enum Body {
+    None,
+    Json(Value),
+    /// A multipart form with a file and this model (transcriptions, image edits).
+    Form(&'static str),
+}
+
 /// Every path meshgate forwards, with a body that would be valid for it.
-fn every_route() -> Vec<(reqwest::Method, &'static str, Option<Value>, bool)> {
+fn every_route() -> Vec<(reqwest::Method, &'static str, Body, bool)> {
     use reqwest::Method;
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let msg = json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
@@ -243,93 +251,182 @@ fn every_route() -> Vec<(reqwest::Method, &'static str, Option<Value>, bool)> {
         (
             Method::POST,
             "/openai/v1/chat/completions",
-            Some(chat.clone()),
+            Body::Json(chat.clone()),
             false,
         ),
-        (Method::POST, "/v1/chat/completions", Some(chat), false),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            Body::Json(chat),
+            false,
+        ),
         (
             Method::POST,
             "/openai/v1/responses",
-            Some(json!({"model": "gpt-4o-mini", "input": "hi"})),
+            Body::Json(json!({"model": "gpt-4o-mini", "input": "hi"})),
             false,
         ),
         (
             Method::POST,
             "/openai/v1/responses/input_tokens",
-            Some(json!({"model": "gpt-4o-mini", "input": "hi"})),
+            Body::Json(json!({"model": "gpt-4o-mini", "input": "hi"})),
             false,
         ),
-        (Method::GET, "/openai/v1/responses/resp_1", None, false),
+        (
+            Method::GET,
+            "/openai/v1/responses/resp_1",
+            Body::None,
+            false,
+        ),
         (
             Method::POST,
             "/openai/v1/embeddings",
-            Some(json!({"model": "text-embedding-3-small", "input": "hi"})),
+            Body::Json(json!({"model": "text-embedding-3-small", "input": "hi"})),
             false,
         ),
         (
             Method::POST,
             "/openai/v1/images/generations",
-            Some(json!({"model": "dall-e-3", "prompt": "a cat"})),
+            Body::Json(json!({"model": "dall-e-3", "prompt": "a cat"})),
             false,
         ),
         (
             Method::POST,
             "/openai/v1/audio/speech",
-            Some(json!({"model": "tts-1", "input": "hi", "voice": "alloy"})),
+            Body::Json(json!({"model": "tts-1", "input": "hi", "voice": "alloy"})),
             false,
         ),
-        (Method::GET, "/openai/v1/models", None, false),
-        (Method::GET, "/openai/v1/models/gpt-4o-mini", None, false),
+        (Method::GET, "/openai/v1/models", Body::None, false),
+        (
+            Method::GET,
+            "/openai/v1/models/gpt-4o-mini",
+            Body::None,
+            false,
+        ),
         (
             Method::POST,
             "/anthropic/v1/messages",
-            Some(msg.clone()),
+            Body::Json(msg.clone()),
             true,
         ),
         (
             Method::POST,
             "/anthropic/v1/messages/count_tokens",
-            Some(msg.clone()),
+            Body::Json(msg.clone()),
             true,
         ),
         (
             Method::POST,
             "/anthropic/v1/messages/batches",
-            Some(json!({"requests": [{"custom_id": "a", "params": msg}]})),
+            Body::Json(json!({"requests": [{"custom_id": "a", "params": msg}]})),
             true,
         ),
-        (Method::GET, "/anthropic/v1/messages/batches", None, true),
+        (
+            Method::GET,
+            "/anthropic/v1/messages/batches",
+            Body::None,
+            true,
+        ),
         (
             Method::GET,
             "/anthropic/v1/messages/batches/msgbatch_1",
-            None,
+            Body::None,
             true,
         ),
         (
             Method::GET,
             "/anthropic/v1/messages/batches/msgbatch_1/results",
-            None,
+            Body::None,
             true,
         ),
         (
             Method::POST,
             "/anthropic/v1/messages/batches/msgbatch_1/cancel",
-            None,
+            Body::None,
             true,
         ),
         (
             Method::POST,
             "/anthropic/v1/complete",
-            Some(
+            Body::Json(
                 json!({"model": "claude-2.1", "prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5}),
             ),
             true,
         ),
-        (Method::GET, "/anthropic/v1/models", None, true),
+        (Method::GET, "/anthropic/v1/models", Body::None, true),
         (
             Method::POST,
             "/v1/messages?beta=true",
-            Some(json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []})),
+            Body::Json(json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []})),
+            true,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/responses/compact",
+            Body::Json(json!({"model": "gpt-4o-mini", "input": "hi"})),
+            false,
+        ),
+        (
+            Method::DELETE,
+            "/openai/v1/responses/resp_1",
+            Body::None,
+            false,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/responses/resp_1/cancel",
+            Body::None,
+            false,
+        ),
+        (
+            Method::GET,
+            "/openai/v1/responses/resp_1/input_items",
+            Body::None,
+            false,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/audio/transcriptions",
+            Body::Form("whisper-1"),
+            false,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/audio/translations",
+            Body::Form("whisper-1"),
+            false,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/images/edits",
+            Body::Form("gpt-image-1"),
+            false,
+        ),
+        (
+            Method::POST,
+            "/openai/v1/images/variations",
+            Body::Form("dall-e-2"),
+            false,
+        ),
+        (Method::GET, "/v1/models", Body::None, false),
+        (
+            Method::DELETE,
+            "/anthropic/v1/messages/batches/msgbatch_1",
+            Body::None,
+            true,
+        ),
+        (
+            Method::GET,
+            "/anthropic/v1/models/claude-sonnet-4-5",
+            Body::None,
+            true,
+        ),
+        (
+            Method::POST,
+            "/v1/complete",
+            Body::Json(
+                json!({"model": "claude-2.1", "prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5}),
+            ),
             true,
         ),
     ]
@@ -373,9 +470,19 @@ async fn an_exhausted_budget_refuses_every_route_with_402() {
         } else {
             request.bearer_auth(&key)
         };
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        request = match body {
+            Body::None => request,
+            Body::Json(body) => request.json(&body),
+            Body::Form(model) => request.multipart(
+                reqwest::multipart::Form::new()
+                    .text("model", model)
+                    .text("prompt", "a cat")
+                    .part(
+                        "file",
+                        reqwest::multipart::Part::bytes(vec![0u8; 64]).file_name("a.wav"),
+                    ),
+            ),
+        };
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 402, "{method} {path}");
         let body: Value = response.json().await.unwrap();
@@ -617,6 +724,76 @@ async fn delegations_spend_against_their_own_budget_and_their_parent() {
         .await
         .unwrap();
     assert_eq!(nested.status(), 403);
+}
+
+#[tokio::test]
+async fn a_delegations_spending_counts_against_its_parents_budget() {
+    let h = Harness::start().await;
+    // The parent can afford less than the delegation it hands out.
+    let (key, key_id) = new_key(
+        &h,
+        "default",
+        json!({"limits": {"spend_total_usd": "0.0003"}}),
+    )
+    .await;
+    let created: Value = h
+        .http
+        .post(h.url("/v1/delegations"))
+        .bearer_auth(&key)
+        .json(&json!({"max_budget_usd": "1", "ttl_seconds": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    // About $0.00006 a call, reserved up front as at most $0.00008.
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let spend = |bearer: String| {
+        h.http
+            .post(h.url(CHAT))
+            .bearer_auth(bearer)
+            .header("x-mock-output-tokens", "100")
+            .json(&body)
+            .send()
+    };
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = spend(token.clone()).await.unwrap();
+        if r.status() == 402 {
+            refused = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let refused = refused.expect("the parent's budget ran out under the delegation");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&key_id) && !message.contains(&format!("delegation {id}")),
+        "the parent key's budget is named: {message}"
+    );
+    // The parent itself is now refused too, and the delegation's calls are what it spent.
+    assert_eq!(spend(key.clone()).await.unwrap().status(), 402);
+    let events = h.events().await;
+    let spent: rust_decimal::Decimal = events
+        .iter()
+        .filter(|e| e["key_id"] == key_id.as_str())
+        .map(|e| {
+            e["cost_usd"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    assert!(spent > rust_decimal::Decimal::ZERO);
+    assert!(spent <= "0.0003".parse().unwrap(), "{spent}");
+    assert!(events
+        .iter()
+        .filter(|e| e["key_id"] == key_id.as_str())
+        .all(|e| e["delegation_id"] == id.as_str()));
 }
 
 #[tokio::test]

@@ -160,6 +160,12 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
         "wrong audience",
         mint_participant(&audience, &kid, &secret).unwrap(),
     ));
+    let mut issuer = claims(&kid, "rooms", None);
+    issuer.iss = "someone-else".into();
+    cases.push((
+        "wrong issuer",
+        mint_participant(&issuer, &kid, &secret).unwrap(),
+    ));
     let project = claims(&kid, "elsewhere", None);
     cases.push((
         "another project",
@@ -259,19 +265,24 @@ mod oauth {
         }
     }
 
-    fn access_token(idp: &Idp, sub: &str, scope: &str) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some("idp-1".into());
-        let claims = json!({"iss": ISSUER, "aud": "meshgate-api", "sub": sub, "scope": scope,
-            "email": format!("{sub}@example.com"), "iat": now(), "exp": now() + 600});
-        jsonwebtoken::encode(&header, &claims, &idp.key).unwrap()
+    fn good_claims(sub: &str, scope: &str) -> Value {
+        json!({"iss": ISSUER, "aud": "meshgate-api", "sub": sub, "scope": scope,
+            "email": format!("{sub}@example.com"), "iat": now(), "exp": now() + 600})
     }
 
-    #[tokio::test]
-    async fn oauth_users_call_for_projects_they_belong_to() {
-        let idp = start_idp().await;
+    fn signed(idp: &Idp, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("idp-1".into());
+        jsonwebtoken::encode(&header, claims, &idp.key).unwrap()
+    }
+
+    fn access_token(idp: &Idp, sub: &str, scope: &str) -> String {
+        signed(idp, &good_claims(sub, scope))
+    }
+
+    async fn harness(idp: &Idp) -> Harness {
         let jwks_url = idp.jwks_url.clone();
-        let h = Harness::start_with(move |c| {
+        Harness::start_with(move |c| {
             c.auth.oauth = Some(meshgate_gateway::config::OAuthConfig {
                 issuer: ISSUER.into(),
                 audience: "meshgate-api".into(),
@@ -279,7 +290,100 @@ mod oauth {
                 scope: "llm_proxy".into(),
             });
         })
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn forged_stale_and_misdirected_access_tokens_are_refused() {
+        let idp = start_idp().await;
+        let h = harness(&idp).await;
+        new_project(&h, "lab", json!({"members": ["ada"]})).await;
+        let call = |token: String| {
+            h.http
+                .post(h.url(CHAT))
+                .bearer_auth(token)
+                .header("Meshgate-Project-Id", "lab")
+                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+        };
+        let edit = |field: &str, value: Value| {
+            let mut c = good_claims("ada", "llm_proxy");
+            c[field] = value;
+            c
+        };
+        let mut cases: Vec<(&str, String)> = vec![
+            (
+                "wrong issuer",
+                signed(&idp, &edit("iss", json!("https://evil.test"))),
+            ),
+            (
+                "wrong audience",
+                signed(&idp, &edit("aud", json!("another-api"))),
+            ),
+            ("expired", signed(&idp, &edit("exp", json!(now() - 600)))),
+            (
+                "not yet valid",
+                signed(&idp, &edit("nbf", json!(now() + 3600))),
+            ),
+        ];
+        // Signed by a key the IdP never published, under the IdP's kid.
+        let stranger = start_idp().await;
+        cases.push((
+            "foreign key",
+            signed(&stranger, &good_claims("ada", "llm_proxy")),
+        ));
+        cases.push((
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT", "kid": "idp-1"})),
+                b64(&good_claims("ada", "llm_proxy"))
+            ),
+        ));
+        // Algorithm confusion: HS256 keyed with the published public key.
+        let jwks: Value = reqwest::get(&idp.jwks_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let x = meshgate_tokens::b64url_decode(jwks["keys"][0]["x"].as_str().unwrap()).unwrap();
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("idp-1".into());
+        cases.push((
+            "algorithm confusion",
+            jsonwebtoken::encode(
+                &hs,
+                &good_claims("ada", "llm_proxy"),
+                &EncodingKey::from_secret(&x),
+            )
+            .unwrap(),
+        ));
+        let good = access_token(&idp, "ada", "llm_proxy");
+        let parts: Vec<&str> = good.split('.').collect();
+        cases.push((
+            "tampered",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                b64(&good_claims("root", "llm_proxy")),
+                parts[2]
+            ),
+        ));
+        for (label, token) in cases {
+            let (status, message) = status_and_message(call(token).await.unwrap()).await;
+            assert_eq!(status, 401, "{label}: {message}");
+            assert!(!message.is_empty(), "{label}");
+        }
+        assert_eq!(h.mock.state.stats().requests, 0, "nothing was forwarded");
+        // The same call with a good token goes through: the refusals were the tokens'.
+        assert_eq!(call(good).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn oauth_users_call_for_projects_they_belong_to() {
+        let idp = start_idp().await;
+        let h = harness(&idp).await;
         new_project(&h, "lab", json!({"members": ["ada", "bob@example.com"]})).await;
         let call = |token: String, project: Option<&'static str>, header: &'static str| {
             let mut r = h.http.post(h.url(CHAT)).bearer_auth(token).json(
