@@ -160,11 +160,23 @@ async fn forged_stale_and_misdirected_tokens_are_refused() {
         "wrong audience",
         mint_participant(&audience, &kid, &secret).unwrap(),
     ));
+    // Minting refuses an issuer other than the key id, so this one is signed by hand.
     let mut issuer = claims(&kid, "rooms", None);
     issuer.iss = "someone-else".into();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.clone());
+    let raw_secret = match &secret {
+        SigningSecret::Hs256(bytes) => bytes.clone(),
+        SigningSecret::EdDsa(_) => unreachable!(),
+    };
     cases.push((
         "wrong issuer",
-        mint_participant(&issuer, &kid, &secret).unwrap(),
+        jsonwebtoken::encode(
+            &header,
+            &issuer,
+            &jsonwebtoken::EncodingKey::from_secret(&raw_secret),
+        )
+        .unwrap(),
     ));
     let project = claims(&kid, "elsewhere", None);
     cases.push((
