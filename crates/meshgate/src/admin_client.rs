@@ -19,7 +19,13 @@ impl AdminClient {
     /// URL, else the local default; `--admin-token`/`MESHGATE_ADMIN_TOKEN`, else the stored
     /// admin login's token (for its own URL only), else the token `meshgate serve` saved.
     pub fn new(target: &AdminTarget) -> anyhow::Result<AdminClient> {
-        let stored = crate::devconfig::load_admin_login()?;
+        // Only read when something is missing, and not at all without a config directory
+        // (e.g. a service without HOME): explicit flags never depend on that file.
+        let stored = match (&target.url, &target.admin_token) {
+            (Some(_), Some(_)) => None,
+            _ if crate::devconfig::config_dir().is_err() => None,
+            _ => crate::devconfig::load_admin_login()?,
+        };
         let trimmed = |url: &str| url.trim().trim_end_matches('/').to_string();
         let base = match (&target.url, &stored) {
             (Some(url), _) => trimmed(url),
