@@ -59,6 +59,19 @@ async fn call(h: &Harness, key: &str, model: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// The sum of the events' `cost_usd`.
+fn cost_of<'a>(events: impl Iterator<Item = &'a Value>) -> rust_decimal::Decimal {
+    events
+        .map(|e| {
+            e["cost_usd"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum()
+}
+
 async fn error_of(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
     let body: Value = response.json().await.unwrap();
@@ -552,17 +565,7 @@ async fn parallel_calls_overspend_at_most_what_was_reserved_in_flight() {
     assert_eq!(ok + refused, 200);
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
     let events = h.wait_events(ok + 1).await;
-    let spent: rust_decimal::Decimal = events
-        .iter()
-        .filter(|e| e["key_id"] == key_id.as_str())
-        .map(|e| {
-            e["cost_usd"]
-                .as_str()
-                .unwrap()
-                .parse::<rust_decimal::Decimal>()
-                .unwrap()
-        })
-        .sum();
+    let spent = cost_of(events.iter().filter(|e| e["key_id"] == key_id.as_str()));
     assert_eq!(
         events
             .iter()
@@ -702,16 +705,7 @@ async fn delegations_spend_against_their_own_budget_and_their_parent() {
         .collect();
     assert!(mine.len() >= 2);
     assert!(mine.iter().all(|e| e["key_id"] == key_id.as_str()));
-    let spent: rust_decimal::Decimal = mine
-        .iter()
-        .map(|e| {
-            e["cost_usd"]
-                .as_str()
-                .unwrap()
-                .parse::<rust_decimal::Decimal>()
-                .unwrap()
-        })
-        .sum();
+    let spent = cost_of(mine.iter().copied());
     assert!(spent <= "0.0002".parse().unwrap(), "{spent}");
     assert_eq!(call(&h, &key, "gpt-4o").await.status(), 200);
     // A delegation cannot mint another.
@@ -777,17 +771,7 @@ async fn a_delegations_spending_counts_against_its_parents_budget() {
     // The parent itself is now refused too, and the delegation's calls are what it spent.
     assert_eq!(spend(key.clone()).await.unwrap().status(), 402);
     let events = h.events().await;
-    let spent: rust_decimal::Decimal = events
-        .iter()
-        .filter(|e| e["key_id"] == key_id.as_str())
-        .map(|e| {
-            e["cost_usd"]
-                .as_str()
-                .unwrap()
-                .parse::<rust_decimal::Decimal>()
-                .unwrap()
-        })
-        .sum();
+    let spent = cost_of(events.iter().filter(|e| e["key_id"] == key_id.as_str()));
     assert!(spent > rust_decimal::Decimal::ZERO);
     assert!(spent <= "0.0003".parse().unwrap(), "{spent}");
     assert!(events
