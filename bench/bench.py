@@ -54,6 +54,9 @@ STREAM_BODY = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","
 TRANSLATED_BODY = ('{"model":"claude-haiku-4-5","stream":true,"max_tokens":256,'
                    '"messages":[{"role":"user","content":"hi"}]}')
 TARGETS = ("direct", "nginx", "meshgate")
+# The wrk points also measure hyper-floor (bench/floor): a bare forwarder on the same stack as
+# meshgate, the least any hyper-based proxy spends per call.
+POINT_TARGETS = TARGETS + ("floor",)
 
 
 def log(*a):
@@ -219,6 +222,21 @@ def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def start_floor(tmp: Path, mock_url: str):
+    logf = tmp / "floor.log"
+    p = PROCS.start(
+        [str(RELEASE / "hyper-floor"), "--upstream", mock_url,
+         "--authorization", f"Bearer {MOCK_KEY}"],
+        stdout=open(logf, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = wait_for_line(logf, "listening on", p).split("listening on")[1].strip()
+    st, body = http("POST", url + "/v1/chat/completions", CHAT_BODY.encode(),
+                    {"Content-Type": "application/json", "Authorization": "Bearer client-token"})
+    if st != 200:
+        raise RuntimeError(f"hyper-floor smoke request: {st} {body[:300]!r}")
+    return p, url
+
+
 def start_nginx(tmp: Path, mock_url: str):
     d = tmp / "nginx"
     d.mkdir()
@@ -332,6 +350,16 @@ def measure(t: Target, mock_pid, body, extra_headers, conns, args):
     }
 
 
+def ratios(proxy, nginx) -> dict:
+    """A proxy's medians over nginx's: CPU per request, p50, p99, throughput."""
+    return {
+        "cpu": proxy["proxy_cpu_us_per_req"] / nginx["proxy_cpu_us_per_req"],
+        "p50": proxy["p50_ms"] / nginx["p50_ms"],
+        "p99": proxy["p99_ms"] / nginx["p99_ms"],
+        "rps": proxy["rps"] / nginx["rps"],
+    }
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -389,8 +417,10 @@ def report(res) -> str:
     out.append("| point | target | req/s | p50 ms | p99 ms | proxy CPU us/req | mock CPU us/req | errors |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for pt in res["points"]:
-        for t in TARGETS:
-            s = pt["median"][t]
+        for t in POINT_TARGETS:
+            s = pt["median"].get(t)
+            if s is None:  # results from before hyper-floor was measured
+                continue
             out.append(f"| {pt['name']} | {t} | {fmt(s['rps'])} | {fmt(s['p50_ms'], 3)} | {fmt(s['p99_ms'], 3)} | "
                        f"{fmt(s['proxy_cpu_us_per_req'], 1)} | {fmt(s['mock_cpu_us_per_req'], 1)} | {s['errors']} |")
     out.append("")
@@ -403,6 +433,20 @@ def report(res) -> str:
         out.append(f"| {pt['name']} | {fmt(r['cpu'])}x {verdict(r['cpu'], 1.5)} | {fmt(r['p50'])}x {verdict(r['p50'], 1.3)} | "
                    f"{fmt(r['p99'])}x {verdict(r['p99'], 1.3)} | {fmt(r['rps'])}x {verdict(r['rps'], 0.8, True)} |")
     out.append("")
+    if any("ratio_floor_nginx" in pt for pt in res["points"]):
+        out.append("### hyper-floor / nginx: the same ratios for a bare forwarder on meshgate's stack "
+                   "(hyper, tokio; no auth, metering or ledger)")
+        out.append("")
+        out.append("| point | CPU/req | p50 | p99 | req/s | meshgate CPU/req above the floor (us) |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for pt in res["points"]:
+            r = pt.get("ratio_floor_nginx")
+            if r is None:
+                continue
+            above = pt["median"]["meshgate"]["proxy_cpu_us_per_req"] - pt["median"]["floor"]["proxy_cpu_us_per_req"]
+            out.append(f"| {pt['name']} | {fmt(r['cpu'])}x | {fmt(r['p50'])}x | {fmt(r['p99'])}x | "
+                       f"{fmt(r['rps'])}x | {above:.1f} |")
+        out.append("")
     out.append("### Stream time to first byte (20 chunks; medians of interleaved runs)")
     out.append("")
     out.append("| concurrency | target | TTFB p50 ms | TTFB p99 ms | first event p50 ms | first event p99 ms | streams | errors |")
@@ -689,6 +733,8 @@ def run(args, tmp: Path, started: str):
     log(f"nginx {ngx_url} (pids {ngx_pids})")
     mg, mg_url, secret, mg_data = start_meshgate(tmp, mock_url, "meshgate")
     log(f"meshgate {mg_url} (pid {mg.pid})")
+    floor, floor_url = start_floor(tmp, mock_url)
+    log(f"hyper-floor {floor_url} (pid {floor.pid})")
 
     targets = {
         "direct": Target("direct", mock_url + "/v1/chat/completions",
@@ -697,6 +743,8 @@ def run(args, tmp: Path, started: str):
                         {"Authorization": "Bearer client-token-replaced-by-nginx"}, ngx_pids),
         "meshgate": Target("meshgate", mg_url + "/openai/v1/chat/completions",
                            {"Authorization": f"Bearer {secret}"}, [mg.pid]),
+        "floor": Target("floor", floor_url + "/v1/chat/completions",
+                        {"Authorization": "Bearer client-token-replaced-by-floor"}, [floor.pid]),
     }
 
     res = {
@@ -711,8 +759,8 @@ def run(args, tmp: Path, started: str):
         "loadavg_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
-    def order(rep):
-        names = list(TARGETS)
+    def order(rep, names=TARGETS):
+        names = list(names)
         k = rep % len(names)
         return names[k:] + names[:k]
 
@@ -728,32 +776,27 @@ def run(args, tmp: Path, started: str):
         extra = {} if kind == "chat" else {"x-mock-chunks": "20"}
         for c in levels:
             name = f"{kind} c={c}"
-            runs = {t: [] for t in TARGETS}
+            runs = {t: [] for t in POINT_TARGETS}
             for rep in range(args.reps):
-                for t in order(rep):
+                for t in order(rep, POINT_TARGETS):
                     r = measure(targets[t], mock.pid, body, extra, c, args)
                     runs[t].append(r)
                     log(f"{name:14} {t:9} rep {rep}: {r['rps']:9.0f} req/s p50 {r['p50_ms']:.3f} ms "
                         f"p99 {r['p99_ms']:.3f} ms cpu/req {fmt(r['proxy_cpu_us_per_req'], 1)} us "
                         f"mock {r['mock_cpu_us_per_req']:.1f} us err {r['errors']}")
             med = {}
-            for t in TARGETS:
+            for t in POINT_TARGETS:
                 med[t] = {k: median([r[k] for r in runs[t]]) for k in
                           ("rps", "p50_ms", "p90_ms", "p99_ms", "proxy_cpu_us_per_req", "mock_cpu_us_per_req")}
                 med[t]["errors"] = sum(r["errors"] for r in runs[t])
-            mgm, ngm = med["meshgate"], med["nginx"]
-            ratio = {
-                "cpu": mgm["proxy_cpu_us_per_req"] / ngm["proxy_cpu_us_per_req"],
-                "p50": mgm["p50_ms"] / ngm["p50_ms"],
-                "p99": mgm["p99_ms"] / ngm["p99_ms"],
-                "rps": mgm["rps"] / ngm["rps"],
-            }
+            ratio, floor_ratio = (ratios(med[t], med["nginx"]) for t in ("meshgate", "floor"))
             rss = {"vmrss_kb": rss_kb(mg.pid), "vmhwm_kb": status_kb(mg.pid, "VmHWM")}
             res["points"].append({"name": name, "kind": kind, "concurrency": c, "median": med,
                                   "meshgate_memory_after": rss,
                                   "ratio_meshgate_nginx": ratio,
+                                  "ratio_floor_nginx": floor_ratio,
                                   "runs": {t: [{k: v for k, v in r.items() if k != "wrk"} | {"latency_us": r["wrk"]["latency_us"]}
-                                               for r in runs[t]] for t in TARGETS}})
+                                               for r in runs[t]] for t in POINT_TARGETS}})
 
     # 2. stream time to first byte
     for c in (1, 16):

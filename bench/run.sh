@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [--duration S] [--warmup S] [--reps N] [--ttfb-duration S] [--keep-tmp]
 #
-# Builds target/release/{meshgate,meshgate-mock}, installs wrk and nginx (Debian packages,
+# Builds target/release/{meshgate,meshgate-mock,hyper-floor}, installs wrk and nginx (Debian packages,
 # when missing and running as root), then runs bench/bench.py, which starts the mock, nginx
 # and meshgate on free 127.0.0.1 ports, measures direct / nginx / meshgate interleaved, writes
 # bench/results/latest.json (+ latest.md) and prints the Markdown report on stdout. Progress
@@ -41,7 +41,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "building release binaries (cargo may wait for the build directory lock)"
-cargo build --release -p meshgate -p meshgate-mock >&2
+cargo build --release -p meshgate -p meshgate-mock -p hyper-floor >&2
 
 # Exec the interpreter itself (not a version-manager shim that forks), so that this script's
 # pid is bench.py's and a signal sent to it reaches the code that cleans up.

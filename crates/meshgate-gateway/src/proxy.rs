@@ -111,7 +111,10 @@ async fn serve(
     let mut info = read_request(route, &parts, &body).await?;
     let requested = info.model.clone();
     let plan = plan(state, route, &mut info)?;
-    let admission = admit::admit(state, route, &info, &principal, body.len()).await?;
+    // The large sub-futures (admission, sending, the response) are boxed: unboxed, every
+    // call's state holds room for its rarest paths (Redis limits, batch rewriting) and is
+    // copied whole when the handler is boxed: 19 KB per call before, 9 KB after.
+    let admission = Box::pin(admit::admit(state, route, &info, &principal, body.len())).await?;
     check_owner(state, route, &principal).await?;
     if route.endpoint == Endpoint::Models {
         return selfserve::models(state, route, &principal, request_id);
@@ -249,7 +252,7 @@ async fn serve(
             };
             settlement.sending();
             let sent_at = Instant::now();
-            let response = match upstream::send(
+            let response = match Box::pin(upstream::send(
                 &state.pool,
                 provider,
                 parts.method.clone(),
@@ -258,7 +261,7 @@ async fn serve(
                 headers,
                 attempt_body,
                 state.config.timeouts.first_byte(),
-            )
+            ))
             .await
             {
                 Ok(response) => response,
@@ -314,17 +317,17 @@ async fn serve(
                 dropped,
                 client_model: requested.clone().unwrap_or_default(),
             };
-            return respond(
+            return Box::pin(respond(
                 state, route, &parts, &info, &principal, attempt, &unmetered, request_id,
-            )
+            ))
             .await;
         }
     }
     if let Some(mut attempt) = kept {
         attempt.settlement.attach_charges(charges.take());
-        return respond(
+        return Box::pin(respond(
             state, route, &parts, &info, &principal, attempt, &unmetered, request_id,
-        )
+        ))
         .await;
     }
     Err(last_error.unwrap_or_else(|| {
@@ -433,7 +436,7 @@ async fn respond(
     // The translation lane: a whole answer (or error) is translated at once, a stream
     // event by event (below).
     if let Some((client, upstream)) = lane.formats.filter(|_| !(status.is_success() && is_sse)) {
-        let bytes = collect_upstream(state, upstream_body, &mut settlement).await?;
+        let bytes = Box::pin(collect_upstream(state, upstream_body, &mut settlement)).await?;
         let out = if status.is_success() {
             let t = translate::translate_response(upstream, client, &bytes, &client_model)
                 .map_err(|e| {
@@ -464,14 +467,14 @@ async fn respond(
     let provider = state.provider(route.surface);
     let body = if rewrite {
         Body::from(
-            rewrite_batch(
+            Box::pin(rewrite_batch(
                 state,
                 provider,
                 parts,
                 upstream_body,
                 settlement,
                 &principal.project_id,
-            )
+            ))
             .await?,
         )
     } else {
@@ -809,7 +812,9 @@ async fn read_request(
 ) -> Result<RequestInfo, GatewayError> {
     let mut info = match route.body {
         BodyKind::Json => classify::probe_json(route, body)?,
-        BodyKind::Multipart => classify::probe_multipart(&parts.headers, body.clone()).await?,
+        BodyKind::Multipart => {
+            Box::pin(classify::probe_multipart(&parts.headers, body.clone())).await?
+        }
         BodyKind::None => RequestInfo::default(),
     };
     // OpenAI's image endpoints default to dall-e-2 when no model is given.
