@@ -10,6 +10,7 @@
 //! - `splice`: byte-preserving edits of a request body's top-level members.
 //! - `conn`: provider connections, pooled, driven by the body that reads them.
 //! - `relay`: the response body that forwards, meters and ends broken streams cleanly.
+//! - `batches`: batch results billed once, `results_url`s pointed at meshgate.
 //! - `settle`: the guard that writes one usage event per call, whatever happens.
 //! - `ledger`: the batched writer of usage events.
 //! - `spool`: usage events on local disk before their responses end; replayed at start.
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod admit;
 pub mod auth;
+pub mod batches;
 pub mod budget;
 pub mod changes;
 pub mod classify;

@@ -4,6 +4,7 @@
 
 use crate::admit;
 use crate::auth::{self, Principal};
+use crate::batches;
 use crate::classify::{self, BodyKind, RequestInfo, Route};
 use crate::error::{ErrorKind, GatewayError};
 use crate::owners;
@@ -12,7 +13,7 @@ use crate::routing::{self, Candidate};
 use crate::selfserve;
 use crate::settle::{CallInfo, End, Settlement};
 use crate::state::AppState;
-use crate::upstream::{self, Provider};
+use crate::upstream;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -119,7 +120,7 @@ async fn serve(
     if route.endpoint == Endpoint::Models {
         return selfserve::models(state, route, &principal, request_id);
     }
-    let (batch_claim, unmetered) = claim_batch(state, route, &principal).await?;
+    let (batch_claim, unmetered) = batches::claim_batch(state, route, &principal).await?;
     let call = CallInfo {
         request_id: request_id.to_string(),
         project_id: principal.project_id.clone(),
@@ -290,7 +291,7 @@ async fn serve(
                 if status == 429 {
                     retry_same = false;
                 }
-                retry_after = retry_after_of(response.headers());
+                retry_after = routing::retry_after_of(response.headers());
                 // Recorded as the provider's error if another attempt supersedes it.
                 settlement.on_response(status, upstream_request_id(response.headers()), None);
                 kept = Some(Attempt {
@@ -467,7 +468,7 @@ async fn respond(
     let provider = state.provider(route.surface);
     let body = if rewrite {
         Body::from(
-            Box::pin(rewrite_batch(
+            Box::pin(batches::rewrite_batch(
                 state,
                 provider,
                 parts,
@@ -748,25 +749,6 @@ fn body_for(
         .unwrap_or_else(|| body.clone())
 }
 
-/// `retry-after` in seconds or as an HTTP date (or `retry-after-ms`, as OpenAI sends).
-fn retry_after_of(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0));
-    }
-    let value = text("retry-after")?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
-    }
-    // `Wed, 21 Oct 2026 07:28:00 GMT`; a date already past asks for no wait.
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default(),
-    )
-}
-
 fn new_request_id() -> String {
     format!("mgreq_{}", uuid::Uuid::now_v7().simple())
 }
@@ -896,35 +878,6 @@ fn annotations(headers: &http::HeaderMap) -> Result<BTreeMap<String, String>, Ga
     Ok(out)
 }
 
-/// Batch results are billed at the first fetch only: it claims the batch. A later fetch
-/// is forwarded unmetered, with the reason in its usage event.
-async fn claim_batch(
-    state: &AppState,
-    route: &Route,
-    principal: &Principal,
-) -> Result<(Option<String>, Option<String>), GatewayError> {
-    if route.endpoint != Endpoint::BatchResults {
-        return Ok((None, None));
-    }
-    let batch_id = route.rest.split('/').nth(2).unwrap_or_default().to_string();
-    let now = chrono::Utc::now().timestamp_millis();
-    let claimed = state
-        .store
-        .claim_batch_billing(&batch_id, &principal.project_id, now)
-        .await
-        .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("storage error: {e}")))?;
-    Ok(if claimed {
-        (Some(batch_id), None)
-    } else {
-        (
-            None,
-            Some(format!(
-                "results of batch {batch_id} were billed at an earlier fetch"
-            )),
-        )
-    })
-}
-
 /// The upstream_request phase, body part: chat streams that did not ask for usage get
 /// `stream_options.include_usage` injected, and a filter that hides the extra chunk.
 fn upstream_body(
@@ -970,27 +923,9 @@ fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
     serde_json::to_vec(&value).ok().map(Bytes::from)
 }
 
-/// Batch objects name the provider's `results_url`; clients must fetch results through
-/// meshgate with their meshgate key, so point it at meshgate.
-async fn rewrite_batch(
-    state: &AppState,
-    provider: &Provider,
-    parts: &Parts,
-    upstream_body: crate::conn::UpstreamBody,
-    mut settlement: Settlement,
-    project: &str,
-) -> Result<Bytes, GatewayError> {
-    let bytes = collect_upstream(state, upstream_body, &mut settlement).await?;
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(bytes);
-    };
-    rewrite_batch_value(state, provider, parts, project, &mut value).await?;
-    Ok(serde_json::to_vec(&value).map(Bytes::from).unwrap_or(bytes))
-}
-
 /// A whole upstream body, observed by the meter and settled; a broken or silent body is a
 /// 502 or 504 (and settles as such).
-async fn collect_upstream(
+pub(crate) async fn collect_upstream(
     state: &AppState,
     upstream_body: crate::conn::UpstreamBody,
     settlement: &mut Settlement,
@@ -1024,85 +959,8 @@ async fn collect_upstream(
     Ok(bytes)
 }
 
-/// Records a new batch's owner, keeps a list to the caller's batches, and points
-/// `results_url`s at meshgate.
-async fn rewrite_batch_value(
-    state: &AppState,
-    provider: &Provider,
-    parts: &Parts,
-    project: &str,
-    value: &mut serde_json::Value,
-) -> Result<(), GatewayError> {
-    if parts.uri.path().ends_with("/messages/batches") {
-        if parts.method == http::Method::POST {
-            if let Some(id) = value.get("id").and_then(serde_json::Value::as_str) {
-                state.owners.remember(id, project, "batch");
-            }
-        } else {
-            only_own_batches(state, project, value).await?;
-        }
-    }
-    let public = state.public_base(&parts.headers);
-    rewrite_results_urls(
-        value,
-        &provider.v1_base(),
-        &format!("{public}/anthropic/v1"),
-    );
-    Ok(())
-}
-
-/// A list of batches shows the caller's project's batches only.
-async fn only_own_batches(
-    state: &AppState,
-    project: &str,
-    list: &mut serde_json::Value,
-) -> Result<(), GatewayError> {
-    let Some(items) = list
-        .get_mut("data")
-        .and_then(serde_json::Value::as_array_mut)
-    else {
-        return Ok(());
-    };
-    let mut own = Vec::with_capacity(items.len());
-    for item in items.drain(..) {
-        let id = item
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("");
-        if state
-            .owners
-            .owns(project, id)
-            .await
-            .map_err(storage_error)?
-        {
-            own.push(item);
-        }
-    }
-    *items = own;
-    Ok(())
-}
-
 fn storage_error(e: meshgate_store::StoreError) -> GatewayError {
     GatewayError::storage(&e)
-}
-
-/// Replaces `upstream_v1` with `public_v1` at the start of every `results_url` in a batch
-/// object or a list of them.
-pub fn rewrite_results_urls(value: &mut serde_json::Value, upstream_v1: &str, public_v1: &str) {
-    let fix = |object: &mut serde_json::Value| {
-        if let Some(url) = object.get_mut("results_url") {
-            if let Some(rest) = url.as_str().and_then(|s| s.strip_prefix(upstream_v1)) {
-                *url = serde_json::Value::String(format!("{public_v1}{rest}"));
-            }
-        }
-    };
-    fix(value);
-    if let Some(items) = value
-        .get_mut("data")
-        .and_then(serde_json::Value::as_array_mut)
-    {
-        items.iter_mut().for_each(fix);
-    }
 }
 
 #[cfg(test)]
@@ -1123,45 +981,5 @@ mod tests {
             serde_json::from_slice(&inject_include_usage(body).unwrap()).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream_options"]["include_obfuscation"], false);
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
-        let of = |name: &'static str, value: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(name, HeaderValue::from_str(value).unwrap());
-            retry_after_of(&headers)
-        };
-        let secs = std::time::Duration::from_secs;
-        assert_eq!(of("retry-after", "7"), Some(secs(7)));
-        assert_eq!(
-            of("retry-after-ms", "250"),
-            Some(std::time::Duration::from_millis(250))
-        );
-        let in_ten = chrono::Utc::now() + chrono::Duration::seconds(10);
-        let date = in_ten.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        let wait = of("retry-after", &date).unwrap();
-        assert!(wait > secs(8) && wait <= secs(10), "{date}: {wait:?}");
-        assert_eq!(
-            of("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(std::time::Duration::ZERO)
-        );
-        assert_eq!(of("retry-after", "soon"), None);
-    }
-
-    #[test]
-    fn rewrites_results_urls() {
-        let body = br#"{"data":[{"id":"b1","results_url":"https://api.anthropic.com/v1/messages/batches/b1/results"},{"id":"b2","results_url":null}],"has_more":false}"#;
-        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
-        rewrite_results_urls(
-            &mut v,
-            "https://api.anthropic.com/v1",
-            "http://gw/anthropic/v1",
-        );
-        assert_eq!(
-            v["data"][0]["results_url"],
-            "http://gw/anthropic/v1/messages/batches/b1/results"
-        );
-        assert!(v["data"][1]["results_url"].is_null());
     }
 }

@@ -438,10 +438,54 @@ pub fn retryable_status(status: u16) -> bool {
     status == 429 || (500..600).contains(&status)
 }
 
+/// `retry-after` in seconds or as an HTTP date (or `retry-after-ms`, as OpenAI sends).
+pub fn retry_after_of(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    let value = text("retry-after")?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    // `Wed, 21 Oct 2026 07:28:00 GMT`; a date already past asks for no wait.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{AliasTarget, RoutingConfig};
+    use http::HeaderValue;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
+        let of = |name: &'static str, value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name, HeaderValue::from_str(value).unwrap());
+            retry_after_of(&headers)
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(of("retry-after", "7"), Some(secs(7)));
+        assert_eq!(
+            of("retry-after-ms", "250"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        let in_ten = chrono::Utc::now() + chrono::Duration::seconds(10);
+        let date = in_ten.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let wait = of("retry-after", &date).unwrap();
+        assert!(wait > secs(8) && wait <= secs(10), "{date}: {wait:?}");
+        assert_eq!(
+            of("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(of("retry-after", "soon"), None);
+    }
 
     fn router(config: RoutingConfig) -> Router {
         Router {
