@@ -19,6 +19,7 @@ mod postgres;
 mod refusals;
 mod relay;
 mod routing;
+mod tenancy;
 mod tls;
 mod tokens;
 mod usage_events;
