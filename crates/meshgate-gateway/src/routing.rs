@@ -439,14 +439,14 @@ pub fn retryable_status(status: u16) -> bool {
 }
 
 /// `retry-after` in seconds or as an HTTP date (or `retry-after-ms`, as OpenAI sends).
-pub fn retry_after_of(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+pub fn retry_after_of(headers: &http::HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
     let value = text("retry-after")?.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs));
     }
     // `Wed, 21 Oct 2026 07:28:00 GMT`; a date already past asks for no wait.
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
