@@ -9,8 +9,9 @@
 //! journal is a series of files; a file past [`FILE_BYTES`] is closed, and deleted once
 //! every call noted in it has ended.
 
-use meshgate_store::{Store, UsageEvent};
-use std::collections::HashMap;
+use meshgate_store::{Outcome, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,56 @@ use std::sync::{Arc, Mutex};
 /// A journal file is closed and a new one started past this size.
 const FILE_BYTES: u64 = 4 << 20;
 
+/// What a noted call's `interrupted` event says went wrong.
+const INTERRUPTED: &str = "the gateway stopped while the call was in flight; the provider may \
+                           have billed it, its usage is unknown";
+
+/// A call about to be sent, as the journal notes it: the `interrupted` usage event that
+/// [`replay`] writes if the process dies, in the spool's line format (`{"event": ..,
+/// "debit": false}`), serialised from the call's own fields without building an event.
+/// The fields it leaves out are the event's empty ones (no usage, no cost, no status).
+#[derive(Serialize)]
+pub struct Note<'a> {
+    pub id: &'a str,
+    pub request_id: &'a str,
+    pub project_id: &'a str,
+    pub key_id: Option<&'a str>,
+    pub token_id: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub room: Option<&'a str>,
+    pub delegation_id: Option<&'a str>,
+    pub annotations: &'a BTreeMap<String, String>,
+    pub surface: &'a str,
+    pub endpoint: &'a str,
+    pub provider: &'a str,
+    pub model: Option<&'a str>,
+    pub requested_model: Option<&'a str>,
+    pub deployment: Option<&'a str>,
+    pub streamed: bool,
+    pub started_ms: i64,
+}
+
+/// A [`Note`] as one spool line.
+#[derive(Serialize)]
+struct NoteLine<'a> {
+    event: NoteEvent<'a>,
+    debit: bool,
+}
+
+#[derive(Serialize)]
+struct NoteEvent<'a> {
+    #[serde(flatten)]
+    call: &'a Note<'a>,
+    outcome: Outcome,
+    usage: NoUsage,
+    error: &'static str,
+    duration_ms: i64,
+}
+
+/// Serialises as `{}`: a usage with nothing reported.
+#[derive(Serialize)]
+struct NoUsage {}
+
 /// The journal of one process; shared by every call.
 pub struct Journal {
     dir: PathBuf,
@@ -26,7 +77,7 @@ pub struct Journal {
 }
 
 struct Files {
-    current: File,
+    current: Arc<File>,
     generation: u64,
     len: u64,
     /// Calls noted and not ended, per file generation still on disk.
@@ -48,7 +99,7 @@ impl Journal {
         Ok(Arc::new(Journal {
             dir: dir.to_path_buf(),
             files: Mutex::new(Files {
-                current,
+                current: Arc::new(current),
                 generation,
                 len: 0,
                 open: HashMap::from([(generation, 0)]),
@@ -56,29 +107,50 @@ impl Journal {
         }))
     }
 
-    /// Notes a call about to be sent: `event` is what [`replay`] writes if the process dies
-    /// before the call ends. `None` when the note could not be written (logged).
-    pub fn note(self: &Arc<Self>, event: &UsageEvent) -> Option<Noted> {
+    /// Notes a call about to be sent: [`replay`] writes its `interrupted` event if the
+    /// process dies before the call ends. `None` when the note could not be written (logged).
+    pub fn note(self: &Arc<Self>, note: &Note<'_>) -> Option<Noted> {
         let mut line = Vec::with_capacity(512);
-        if let Err(e) = crate::spool::line(&mut line, event, false) {
+        let serialised = serde_json::to_writer(
+            &mut line,
+            &NoteLine {
+                event: NoteEvent {
+                    call: note,
+                    outcome: Outcome::Interrupted,
+                    usage: NoUsage {},
+                    error: INTERRUPTED,
+                    duration_ms: 0,
+                },
+                debit: false,
+            },
+        );
+        if let Err(e) = serialised {
             tracing::error!(error = %e, "cannot serialise an in-flight note");
             return None;
         }
-        let mut files = self.lock();
-        if let Err(e) = files.current.write_all(&line) {
+        line.push(b'\n');
+        let (file, noted) = {
+            let mut files = self.lock();
+            let file = files.current.clone();
+            files.len += line.len() as u64;
+            let generation = files.generation;
+            *files.open.entry(generation).or_default() += 1;
+            if files.len >= FILE_BYTES {
+                self.rotate(&mut files);
+            }
+            let noted = Noted {
+                journal: self.clone(),
+                generation,
+            };
+            (file, noted)
+        };
+        // Outside the lock: notes of calls on other threads do not wait for this write. The
+        // file is append-only and its generation stays on disk while the note is open.
+        if let Err(e) = (&*file).write_all(&line) {
             tracing::error!(error = %e, "cannot write to the in-flight journal");
             return None;
         }
-        files.len += line.len() as u64;
-        let generation = files.generation;
-        *files.open.entry(generation).or_default() += 1;
-        if files.len >= FILE_BYTES {
-            self.rotate(&mut files);
-        }
-        Some(Noted {
-            journal: self.clone(),
-            generation,
-        })
+        Some(noted)
     }
 
     /// Starts a new file; the current one is deleted now if no call noted in it is open.
@@ -87,7 +159,7 @@ impl Journal {
         match open_file(&self.dir, next) {
             Ok(file) => {
                 let closed = files.generation;
-                files.current = file;
+                files.current = Arc::new(file);
                 files.generation = next;
                 files.len = 0;
                 files.open.insert(next, 0);
@@ -177,11 +249,48 @@ fn files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use meshgate_store::{Outcome, SqliteStore};
+    use meshgate_store::{SqliteStore, UsageEvent};
 
-    fn event(id: &str) -> UsageEvent {
+    fn note<'a>(id: &'a str, annotations: &'a BTreeMap<String, String>) -> Note<'a> {
+        Note {
+            id,
+            request_id: "req-1",
+            project_id: "acme",
+            key_id: Some("key_1"),
+            token_id: None,
+            user: Some("ada"),
+            room: None,
+            delegation_id: Some("dlg_1"),
+            annotations,
+            surface: "openai",
+            endpoint: "chat_completions",
+            provider: "openai",
+            model: Some("gpt-4o-mini"),
+            requested_model: Some("fast"),
+            deployment: None,
+            streamed: true,
+            started_ms: 42,
+        }
+    }
+
+    /// What replay writes for [`note`]: the call's identity, nothing billed.
+    fn interrupted(id: &str) -> UsageEvent {
         let mut e = crate::spool::tests::sample_event(id);
+        e.request_id = "req-1".into();
+        e.project_id = "acme".into();
+        e.key_id = Some("key_1".into());
+        e.user = Some("ada".into());
+        e.delegation_id = Some("dlg_1".into());
+        e.annotations = BTreeMap::from([("team".into(), "search \"α\"".into())]);
+        e.requested_model = Some("fast".into());
+        e.streamed = true;
+        e.status = None;
         e.outcome = Outcome::Interrupted;
+        e.usage = Default::default();
+        e.cost_usd = None;
+        e.error = Some(INTERRUPTED.into());
+        e.started_ms = 42;
+        e.duration_ms = 0;
         e
     }
 
@@ -193,8 +302,9 @@ mod tests {
             .unwrap();
         let dir = dir.path().join("inflight");
         let journal = Journal::create(&dir).unwrap();
-        let ended = journal.note(&event("ev_ended")).unwrap();
-        let _open = journal.note(&event("ev_open")).unwrap();
+        let annotations = BTreeMap::from([("team".into(), "search \"α\"".into())]);
+        let ended = journal.note(&note("ev_ended", &annotations)).unwrap();
+        let _open = journal.note(&note("ev_open", &annotations)).unwrap();
         // The ended call's own event reached the database.
         let mut done = crate::spool::tests::sample_event("ev_ended");
         done.outcome = Outcome::Ok;
@@ -207,7 +317,11 @@ mod tests {
         let ended = store.get_usage_event("ev_ended").await.unwrap().unwrap();
         assert_eq!(ended.outcome, Outcome::Ok, "an ended call keeps its event");
         let open = store.get_usage_event("ev_open").await.unwrap().unwrap();
-        assert_eq!(open.outcome, Outcome::Interrupted);
+        assert_eq!(
+            open,
+            interrupted("ev_open"),
+            "the open call's note, read back"
+        );
         assert!(
             files(&dir).unwrap().is_empty(),
             "replay empties the journal"
@@ -219,9 +333,10 @@ mod tests {
     fn a_closed_file_goes_once_its_calls_end() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::create(dir.path()).unwrap();
-        let first = journal.note(&event("ev_1")).unwrap();
+        let annotations = BTreeMap::new();
+        let first = journal.note(&note("ev_1", &annotations)).unwrap();
         journal.rotate(&mut journal.lock());
-        let second = journal.note(&event("ev_2")).unwrap();
+        let second = journal.note(&note("ev_2", &annotations)).unwrap();
         assert_eq!(files(dir.path()).unwrap().len(), 2);
         drop(first);
         let left = files(dir.path()).unwrap();

@@ -18,6 +18,7 @@
 use meshgate_store::{CreditEntry, CreditKind, ResourceOwner, Store, UsageEvent};
 use meshgate_types::Money;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -134,10 +135,13 @@ impl Ledger {
         self
     }
 
-    /// Notes a call about to be sent (see [`crate::inflight`]); `event` is written if the
-    /// process dies before the returned note is dropped.
-    pub fn note_in_flight(&self, event: &UsageEvent) -> Option<crate::inflight::Noted> {
-        self.journal.as_ref()?.note(event)
+    /// Notes a call about to be sent (see [`crate::inflight`]); its `interrupted` event is
+    /// written if the process dies before the returned note is dropped.
+    pub fn note_in_flight(
+        &self,
+        note: &crate::inflight::Note<'_>,
+    ) -> Option<crate::inflight::Noted> {
+        self.journal.as_ref()?.note(note)
     }
 
     /// Queues one event (and, with `debit`, its charge as a credit debit); never waits for
@@ -213,9 +217,11 @@ impl Ledger {
     }
 }
 
-/// Appends an event to the `write` spool and queues it for the database, both under the
-/// spool's lock so that events reach the writer in spool order (the writer's progress
-/// tells the spool what it may drop). Returns whether the writer took it.
+/// Appends an event to the `write` spool and queues it for the database. Its sequence
+/// number is taken and the event queued under the spool's lock, so that events reach the
+/// writer in spool order (the writer's progress tells the spool what it may drop); the
+/// line is written after the lock is released, so that calls ending on other threads do
+/// not wait for this one's `write(2)`. Returns whether the writer took it.
 fn write_spooled(
     spool: &Mutex<Spool>,
     writer: &mpsc::UnboundedSender<Message>,
@@ -225,20 +231,23 @@ fn write_spooled(
 ) -> bool {
     let mut line = Vec::with_capacity(1024);
     let serialised = crate::spool::line(&mut line, &event, debit);
-    let mut spool = spool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let seq =
-        serialised.and_then(|()| spool.append(&line, 1, false, committed.load(Ordering::Acquire)));
-    let seq = match seq {
-        Ok(seq) => Some(seq),
-        Err(e) => {
-            // The event still goes to the database; only the crash guarantee is lost.
-            tracing::error!(error = %e, "cannot write a usage event to the spool");
-            None
-        }
+    let (reserved, sent) = {
+        let mut spool = spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reserved = serialised
+            .and_then(|()| spool.reserve(line.len(), 1, committed.load(Ordering::Acquire)));
+        let seq = reserved.as_ref().ok().map(|(_, seq)| *seq);
+        (
+            reserved,
+            writer.send(Message::Event(event, debit, seq)).is_ok(),
+        )
     };
-    writer.send(Message::Event(event, debit, seq)).is_ok()
+    if let Err(e) = reserved.and_then(|(file, _)| (&*file).write_all(&line)) {
+        // The event still goes to the database; only the crash guarantee is lost.
+        tracing::error!(error = %e, "cannot write a usage event to the spool");
+    }
+    sent
 }
 
 /// What the writer has taken from the channel and not yet acted on.

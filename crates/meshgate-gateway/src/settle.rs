@@ -120,25 +120,30 @@ impl Settlement {
     /// The call is about to be sent to the provider: from now on the provider may bill it,
     /// so a crash before it ends leaves an `interrupted` event (see [`crate::inflight`]).
     pub fn sending(&mut self) {
-        let Some(id) = self.event_id.clone() else {
+        let Some(id) = self.event_id.as_deref() else {
             return;
         };
-        let mut event = self.event(
-            Usage::default(),
-            self.call.model.clone(),
-            None,
-            Outcome::Interrupted,
-            Some(
-                "the gateway stopped while the call was in flight; the provider may have \
-                 billed it, its usage is unknown"
-                    .into(),
-            ),
-            None,
-            None,
-            0,
-        );
-        event.id = id;
-        self.in_flight = self.ledger.note_in_flight(&event);
+        let call = &self.call;
+        let note = crate::inflight::Note {
+            id,
+            request_id: &call.request_id,
+            project_id: &call.project_id,
+            key_id: call.key_id.as_deref(),
+            token_id: call.token_id.as_deref(),
+            user: call.user.as_deref(),
+            room: call.room.as_deref(),
+            delegation_id: call.delegation_id.as_deref(),
+            annotations: &call.annotations,
+            surface: call.surface.as_str(),
+            endpoint: call.endpoint.as_str(),
+            provider: call.provider,
+            model: call.model.as_deref(),
+            requested_model: call.requested_model.as_deref(),
+            deployment: call.deployment.as_deref(),
+            streamed: call.streamed,
+            started_ms: call.started_ms,
+        };
+        self.in_flight = self.ledger.note_in_flight(&note);
     }
 
     /// The provider answered: its status, request id, and (for 2xx) the meter of its body.

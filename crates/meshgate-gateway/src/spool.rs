@@ -61,7 +61,7 @@ pub(crate) fn line(buf: &mut Vec<u8>, event: &UsageEvent, debit: bool) -> std::i
 /// The spool's files; owned by the spool thread.
 pub struct Spool {
     dir: PathBuf,
-    current: File,
+    current: Arc<File>,
     current_path: PathBuf,
     current_len: u64,
     /// Past this size the current segment is closed.
@@ -81,7 +81,7 @@ impl Spool {
         let (current, current_path) = open_segment(dir, next_segment)?;
         Ok(Spool {
             dir: dir.to_path_buf(),
-            current,
+            current: Arc::new(current),
             current_path,
             current_len: 0,
             segment_bytes: SEGMENT_BYTES,
@@ -100,22 +100,44 @@ impl Spool {
         sync: bool,
         committed: u64,
     ) -> std::io::Result<u64> {
-        self.release(committed)?;
-        self.current.write_all(lines)?;
+        let (file, seq) = self.reserve(lines.len(), count, committed)?;
+        (&*file).write_all(lines)?;
         if sync {
-            self.current.sync_data()?;
+            file.sync_data()?;
         }
-        self.current_len += lines.len() as u64;
+        Ok(seq)
+    }
+
+    /// Counts `count` events of `len` bytes as appended, after dropping what the database
+    /// has committed, and returns the file they go to with the last one's sequence number.
+    /// The caller writes them (one `write(2)` on an append-only file), and may do so after
+    /// releasing the spool: a segment is only deleted or emptied once the database holds
+    /// every event counted in it, so a write that lands after that adds a line whose event
+    /// is already in the database (which replay skips).
+    pub(crate) fn reserve(
+        &mut self,
+        len: usize,
+        count: u64,
+        committed: u64,
+    ) -> std::io::Result<(Arc<File>, u64)> {
+        self.release(committed)?;
+        let file = self.current.clone();
+        self.current_len += len as u64;
         self.appended += count;
         if self.current_len >= self.segment_bytes {
-            let (file, path) = open_segment(&self.dir, self.next_segment)?;
-            self.next_segment += 1;
-            let old = std::mem::replace(&mut self.current_path, path);
-            self.closed.push((old, self.appended));
-            self.current = file;
-            self.current_len = 0;
+            match open_segment(&self.dir, self.next_segment) {
+                Ok((next, path)) => {
+                    self.next_segment += 1;
+                    let old = std::mem::replace(&mut self.current_path, path);
+                    self.closed.push((old, self.appended));
+                    self.current = Arc::new(next);
+                    self.current_len = 0;
+                }
+                // The segment grows past its size until a new one can be opened.
+                Err(e) => tracing::error!(error = %e, "cannot start a new spool segment"),
+            }
         }
-        Ok(self.appended)
+        Ok((file, self.appended))
     }
 
     /// Drops what the database has committed: every closed segment up to `committed`, and

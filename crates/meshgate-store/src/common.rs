@@ -295,6 +295,9 @@ macro_rules! impl_store {
                 // Multi-row INSERTs of a few fixed sizes, largest first (see INSERT_ROWS). Events
                 // and debits share one transaction, so a balance never shows a debit without its
                 // event, nor the reverse; a duplicate id fails the whole batch.
+                if let Some(written) = self.insert_usage_direct(events, debits) {
+                    return written;
+                }
                 let json = event_json(events)?;
                 let mut tx = self.pool.begin().await?;
                 let mut rest = events.iter().zip(json.iter());

@@ -17,6 +17,7 @@ mod model;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_ledger;
 pub mod testdb;
 
 pub use model::{
@@ -37,6 +38,9 @@ use std::sync::Arc;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the SQLite ledger's own connection.
+    #[error("database error: {0}")]
+    Ledger(#[from] rusqlite::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("schema migration failed: {0}")]
@@ -49,6 +53,13 @@ impl StoreError {
     /// The database could not be reached or is shutting down (the same call may succeed
     /// later), as opposed to a statement it refused or a record it holds being wrong.
     pub fn is_unavailable(&self) -> bool {
+        if let StoreError::Ledger(e) = self {
+            use rusqlite::ErrorCode::*;
+            return matches!(
+                e.sqlite_error_code(),
+                Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen)
+            );
+        }
         let StoreError::Database(e) = self else {
             return false;
         };

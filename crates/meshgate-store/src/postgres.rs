@@ -241,6 +241,13 @@ async fn forward_changes(pool: PgPool, tx: mpsc::Sender<Change>) {
     }
 }
 
+impl PgStore {
+    /// PostgreSQL has no separate ledger connection: usage goes through the pool.
+    fn insert_usage_direct(&self, _: &[UsageEvent], _: &[CreditEntry]) -> Option<Result<()>> {
+        None
+    }
+}
+
 impl_store!(PgStore, Postgres, postgres, true, {
     async fn credit_balance(&self, project_id: &str) -> Result<Money> {
         let sum: Decimal = sqlx::query_scalar(

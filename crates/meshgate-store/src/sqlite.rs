@@ -12,6 +12,7 @@ use crate::model::{
     UsageFilter, UsagePage,
 };
 use crate::sql::*;
+use crate::sqlite_ledger::LedgerConnection;
 use crate::Result;
 use futures_util::TryStreamExt;
 use meshgate_types::Money;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Schema migrations in order; each runs once, in a transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -44,29 +46,31 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The usage ledger's own connection, for a file database (see [`crate::sqlite_ledger`]);
+    /// an in-memory database writes usage through the pool.
+    ledger: Option<Arc<LedgerConnection>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        Self::connect(Self::file_options(
-            SqliteConnectOptions::new().filename(path),
-        ))
+        Self::connect(
+            Self::file_options(SqliteConnectOptions::new().filename(path)),
+            false,
+        )
         .await
     }
 
     /// Opens a database from a `sqlite:` URL (`sqlite::memory:` for a private in-memory one).
     pub async fn open_url(url: &str) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?;
-        let in_memory = options
-            .get_filename()
-            .to_string_lossy()
-            .contains(":memory:")
-            || options.get_filename().as_os_str().is_empty();
+        // sqlx names an in-memory database after itself (`file:sqlx-in-memory-N`, shared
+        // cache): the URL says what it is.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if in_memory {
-            return Self::connect(options.create_if_missing(true)).await;
+            return Self::connect(options.create_if_missing(true), true).await;
         }
-        Self::connect(Self::file_options(options)).await
+        Self::connect(Self::file_options(options), false).await
     }
 
     /// A file database in WAL mode: readers do not block the ledger writer, and commits
@@ -80,33 +84,46 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10))
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<SqliteStore> {
-        let in_memory = options.get_filename().as_os_str().is_empty()
-            || options
-                .get_filename()
-                .to_string_lossy()
-                .contains(":memory:");
+    async fn connect(options: SqliteConnectOptions, in_memory: bool) -> Result<SqliteStore> {
         let pool = SqlitePoolOptions::new()
-            // An in-memory database lives in one connection; a file serves a few readers.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .min_connections(if in_memory { 1 } else { 0 })
+            // An in-memory database (shared cache) lives as long as one connection does.
+            .max_connections(4)
+            .min_connections(u32::from(in_memory))
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = SqliteStore { pool };
+        let mut store = SqliteStore { pool, ledger: None };
         store.migrate().await?;
+        if !in_memory {
+            store.ledger = Some(Arc::new(LedgerConnection::open(options.get_filename())?));
+        }
         Ok(store)
     }
 
+    /// Writes usage through the ledger's own connection when there is one.
+    fn insert_usage_direct(
+        &self,
+        events: &[UsageEvent],
+        debits: &[CreditEntry],
+    ) -> Option<Result<()>> {
+        Some(self.ledger.as_ref()?.insert(events, debits))
+    }
+
+    /// Runs the migrations on one connection. A connection that read the schema midway
+    /// would keep that version cached: SQLite re-prepares a `SELECT *` on it once the
+    /// schema is found to have changed, and the statement then has more columns than sqlx
+    /// prepared it with (a panic in sqlx).
     async fn migrate(&self) -> Result<()> {
+        use sqlx::Connection;
+        let mut conn = self.pool.acquire().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.begin().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                     .bind(version)
@@ -220,7 +237,25 @@ impl_store!(SqliteStore, Sqlite, sqlite, false, {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The conformance tests run both; this says which one each of them exercises.
+    #[tokio::test]
+    async fn a_file_database_writes_usage_through_its_own_connection_and_memory_through_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        assert!(file.ledger.is_some());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("b.sqlite").display()
+        );
+        assert!(SqliteStore::open_url(&url).await.unwrap().ledger.is_some());
+        let memory = SqliteStore::open_url("sqlite::memory:").await.unwrap();
+        assert!(memory.ledger.is_none());
+    }
 
     #[test]
     fn annotation_paths_are_quoted_and_limited() {

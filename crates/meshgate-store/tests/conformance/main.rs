@@ -263,3 +263,36 @@ async fn postgres_announces_changes_to_other_instances() {
     writer.close().await;
     watcher.close().await;
 }
+
+/// Every pool connection of a freshly migrated database reads whole rows: none may keep a
+/// schema cached from midway through the migrations (sqlx then panics on `SELECT *`, whose
+/// statement SQLite re-prepares with the columns added since). Fresh stores, rows read on
+/// several connections at once, many times, as the race needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_every_connection_sees_the_migrated_schema() {
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("meshgate.db"))
+            .await
+            .unwrap();
+        let written = event(round, "key_a", "gpt-4o", "0.1");
+        store
+            .insert_usage(std::slice::from_ref(&written), &[])
+            .await
+            .unwrap();
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let id = written.id.clone();
+                tokio::spawn(async move { store.get_usage_event(&id).await.unwrap() })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(
+                read.await.unwrap().as_ref(),
+                Some(&written),
+                "round {round}"
+            );
+        }
+    }
+}
