@@ -68,7 +68,10 @@ impl SqliteStore {
         // cache): the URL says what it is.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if in_memory {
-            return Self::connect(options.create_if_missing(true), true).await;
+            let options = options
+                .create_if_missing(true)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            return Self::connect(options, true).await;
         }
         Self::connect(Self::file_options(options), false).await
     }
