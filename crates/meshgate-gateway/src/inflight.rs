@@ -10,6 +10,7 @@
 //! every call noted in it has ended.
 
 use meshgate_store::{Outcome, Store};
+use meshgate_types::Usage;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -61,14 +62,10 @@ struct NoteEvent<'a> {
     #[serde(flatten)]
     call: &'a Note<'a>,
     outcome: Outcome,
-    usage: NoUsage,
+    usage: Usage,
     error: &'static str,
     duration_ms: i64,
 }
-
-/// Serialises as `{}`: a usage with nothing reported.
-#[derive(Serialize)]
-struct NoUsage {}
 
 /// The journal of one process; shared by every call.
 pub struct Journal {
@@ -117,7 +114,7 @@ impl Journal {
                 event: NoteEvent {
                     call: note,
                     outcome: Outcome::Interrupted,
-                    usage: NoUsage {},
+                    usage: Usage::default(),
                     error: INTERRUPTED,
                     duration_ms: 0,
                 },

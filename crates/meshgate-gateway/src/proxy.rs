@@ -826,7 +826,7 @@ async fn check_owner(
         .owners
         .owns(&principal.project_id, id)
         .await
-        .map_err(storage_error)?
+        .map_err(|e| GatewayError::storage(&e))?
     {
         return Ok(());
     }
@@ -957,10 +957,6 @@ pub(crate) async fn collect_upstream(
     settlement.observe(&bytes);
     settlement.finish(End::Completed);
     Ok(bytes)
-}
-
-fn storage_error(e: meshgate_store::StoreError) -> GatewayError {
-    GatewayError::storage(&e)
 }
 
 #[cfg(test)]

@@ -52,21 +52,22 @@ impl LedgerConnection {
                     left -= rows;
                 }
             }
-            let mut credit = tx.prepare_cached(&format!(
-                "INSERT INTO credit_entries ({CREDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            ))?;
-            for e in debits {
-                credit.execute((
-                    &e.id,
-                    &e.project_id,
-                    e.kind.as_str(),
-                    e.amount_usd.to_string(),
-                    e.created_ms,
-                    &e.actor,
-                    &e.note,
+            if !debits.is_empty() {
+                let mut credit = tx.prepare_cached(&format!(
+                    "INSERT INTO credit_entries ({CREDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 ))?;
+                for e in debits {
+                    credit.execute((
+                        &e.id,
+                        &e.project_id,
+                        e.kind.as_str(),
+                        e.amount_usd.to_string(),
+                        e.created_ms,
+                        &e.actor,
+                        &e.note,
+                    ))?;
+                }
             }
-            drop(credit);
             tx.commit()?;
             Ok(())
         })
