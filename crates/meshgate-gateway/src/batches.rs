@@ -5,7 +5,7 @@
 
 use crate::auth::Principal;
 use crate::classify::Route;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::GatewayError;
 use crate::settle::Settlement;
 use crate::state::AppState;
 use crate::upstream::Provider;
@@ -29,7 +29,7 @@ pub(crate) async fn claim_batch(
         .store
         .claim_batch_billing(&batch_id, &principal.project_id, now)
         .await
-        .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("storage error: {e}")))?;
+        .map_err(|e| GatewayError::storage(&e))?;
     Ok(if claimed {
         (Some(batch_id), None)
     } else {

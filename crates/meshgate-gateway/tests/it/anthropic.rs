@@ -229,11 +229,9 @@ async fn batches_point_results_at_meshgate_and_results_are_billed_at_batch_rates
     assert_eq!(billed.len(), 1);
 }
 
-#[tokio::test]
-async fn a_failed_results_fetch_leaves_the_batch_to_be_billed_later() {
-    let h = Harness::start().await;
-    let batch: Value = h
-        .anthropic("/anthropic/v1/messages/batches")
+/// A batch of one request for claude-haiku-4-5, as the provider created it.
+async fn one_request_batch(h: &Harness) -> Value {
+    h.anthropic("/anthropic/v1/messages/batches")
         .json(&json!({"requests": [
             {"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": []}}
         ]}))
@@ -242,7 +240,13 @@ async fn a_failed_results_fetch_leaves_the_batch_to_be_billed_later() {
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_results_fetch_leaves_the_batch_to_be_billed_later() {
+    let h = Harness::start().await;
+    let batch = one_request_batch(&h).await;
     let results_url = batch["results_url"].as_str().unwrap();
     let failed = h
         .http
@@ -265,6 +269,35 @@ async fn a_failed_results_fetch_leaves_the_batch_to_be_billed_later() {
     let events = h.wait_events(3).await;
     assert_eq!(events[0]["endpoint"], "batch_results");
     assert!(events[0]["cost_usd"].is_string(), "{:#}", events[0]);
+}
+
+#[tokio::test]
+async fn a_store_failure_on_a_results_fetch_names_no_database_detail() {
+    use sqlx::Connection;
+    let h = Harness::start().await;
+    let batch = one_request_batch(&h).await;
+    // The billing claim's table is gone: the claim fails with SQLite's own message.
+    let db = h.dir.path().join("meshgate.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE billed_batches")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let r = h
+        .http
+        .get(batch["results_url"].as_str().unwrap())
+        .header("x-api-key", &h.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "api_error");
+    assert_eq!(body["error"]["message"], "storage error");
+    assert!(!body.to_string().contains("billed_batches"), "{body}");
 }
 
 #[tokio::test]
