@@ -298,6 +298,10 @@ async fn a_store_failure_on_a_results_fetch_names_no_database_detail() {
     assert_eq!(body["error"]["type"], "api_error");
     assert_eq!(body["error"]["message"], "storage error");
     assert!(!body.to_string().contains("billed_batches"), "{body}");
+    // Refused before it was forwarded: the batch's creation is the only event.
+    let events = h.wait_events(1).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["endpoint"], "batches");
 }
 
 #[tokio::test]
